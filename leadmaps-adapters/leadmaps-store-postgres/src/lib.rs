@@ -1,0 +1,1 @@
+//! leadmaps store on postgres (in progress).

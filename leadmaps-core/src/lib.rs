@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+pub mod clock;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod crypto;
+mod error;
+pub mod memory;
+pub mod store;
+pub mod tenancy;
+
+pub use error::{Error, ErrorKind, Result};

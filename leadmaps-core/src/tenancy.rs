@@ -1,0 +1,516 @@
+//! Tenancy: who is asking, for which workspace, to do what; and the one gate that answers.
+//!
+//! Every store method that touches customer data takes a [`Scope`], and the only way to get a
+//! `Scope` is [`Gate::authorize`]. A `Scope` cannot be built, deserialized or defaulted anywhere
+//! else, so a code path that skips the gate does not compile:
+//!
+//! ```compile_fail
+//! use leadmaps_core::tenancy::{Action, Scope, WorkspaceId};
+//! // There is no public constructor and the fields are private.
+//! let forged = Scope { workspace: WorkspaceId::new(), action: Action::SecretRead };
+//! ```
+//!
+//! ```compile_fail
+//! use leadmaps_core::tenancy::Scope;
+//! let forged: Scope = Default::default();
+//! ```
+//!
+//! ```compile_fail
+//! use leadmaps_core::tenancy::Scope;
+//! let forged: Scope = serde_json::from_str("{}").unwrap();
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh random id.
+            #[allow(clippy::new_without_default)]
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+            /// Wraps an existing UUID.
+            pub const fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+            /// The UUID.
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A workspace: the tenant. Every customer-data row carries one.
+    WorkspaceId
+);
+uuid_id!(
+    /// A customer user (member of workspaces).
+    UserId
+);
+uuid_id!(
+    /// A leadmaps staff member; staff identities are a separate realm from customers.
+    StaffId
+);
+uuid_id!(
+    /// A workspace API key.
+    ApiKeyId
+);
+
+/// Where a workspace's data lives. Data never leaves its region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// European Union: the default.
+    #[default]
+    Eu,
+    /// United States, on request.
+    Us,
+}
+
+impl Region {
+    /// The stable lower-case name stored in databases and configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Region::Eu => "eu",
+            Region::Us => "us",
+        }
+    }
+}
+
+impl std::str::FromStr for Region {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "eu" | "EU" => Ok(Region::Eu),
+            "us" | "US" => Ok(Region::Us),
+            _ => Err(crate::Error::invalid("unknown region (expected eu or us)")),
+        }
+    }
+}
+
+/// Something a principal may do to a workspace. The gate maps principals to actions; stores check
+/// the action a method needs with [`Scope::require`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// Create the workspace a fresh id names.
+    WorkspaceCreate,
+    /// Read workspace settings and metadata.
+    WorkspaceRead,
+    /// Change workspace settings (name, policies).
+    WorkspaceUpdate,
+    /// Send events to the collector.
+    EventIngest,
+    /// Read analytics.
+    EventRead,
+    /// Read a decrypted secret (API key material, OIDC client secret, ...).
+    SecretRead,
+    /// Store, replace or delete a secret.
+    SecretWrite,
+    /// Rotate, rewrap or destroy the workspace's tenant keys.
+    KeyManage,
+    /// Manage members and their roles.
+    MemberManage,
+    /// Read the workspace's audit log.
+    AuditRead,
+}
+
+impl Action {
+    /// Actions that change nothing.
+    pub const fn is_read_only(self) -> bool {
+        matches!(
+            self,
+            Action::WorkspaceRead | Action::EventRead | Action::SecretRead | Action::AuditRead
+        )
+    }
+}
+
+/// A member's role in one workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads analytics and settings.
+    Viewer,
+    /// Also changes sites and settings.
+    Editor,
+    /// Also manages members, secrets, keys and reads the audit log.
+    Admin,
+}
+
+impl Role {
+    /// The one table of what each role may do.
+    pub const fn permits(self, action: Action) -> bool {
+        match action {
+            Action::WorkspaceRead | Action::EventRead => true,
+            Action::WorkspaceUpdate => matches!(self, Role::Editor | Role::Admin),
+            Action::SecretRead
+            | Action::SecretWrite
+            | Action::KeyManage
+            | Action::MemberManage
+            | Action::AuditRead => matches!(self, Role::Admin),
+            Action::WorkspaceCreate | Action::EventIngest => false,
+        }
+    }
+}
+
+/// A staff member's time-boxed, audited access to one workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImpersonationGrant {
+    /// The workspace the grant opens.
+    pub workspace: WorkspaceId,
+    /// The grant ends here; the gate refuses it from this instant on.
+    pub expires_at: OffsetDateTime,
+    /// Whether the grant allows changes, not only reads.
+    pub write: bool,
+}
+
+/// An internal job acting on a workspace without a human behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SystemTask {
+    /// Provisioning a new workspace.
+    Provisioning,
+    /// Rewrapping tenant keys after a KEK rotation.
+    KeyRotation,
+}
+
+impl SystemTask {
+    const fn permits(self, action: Action) -> bool {
+        match self {
+            SystemTask::Provisioning => matches!(action, Action::WorkspaceCreate),
+            SystemTask::KeyRotation => matches!(action, Action::KeyManage),
+        }
+    }
+}
+
+/// Who is asking. Built by the authentication layer after it verified a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Principal {
+    /// A customer with a session; `memberships` lists the workspaces and roles they hold.
+    Member {
+        /// The user.
+        user: UserId,
+        /// Workspaces and roles.
+        memberships: Vec<(WorkspaceId, Role)>,
+    },
+    /// A staff member. Staff reach customer data only through an impersonation grant, and only
+    /// with a session that passed a second factor.
+    Staff {
+        /// The staff member.
+        staff: StaffId,
+        /// Whether this session passed a second factor.
+        mfa: bool,
+        /// The grant in force, if any.
+        grant: Option<ImpersonationGrant>,
+    },
+    /// A workspace API key with its allowed actions.
+    ApiKey {
+        /// The key.
+        key: ApiKeyId,
+        /// The one workspace it belongs to.
+        workspace: WorkspaceId,
+        /// What it may do.
+        actions: Vec<Action>,
+    },
+    /// The public collector, acting for the workspace that owns the site an event names.
+    Collector {
+        /// The site's workspace.
+        workspace: WorkspaceId,
+    },
+    /// An internal job.
+    System(SystemTask),
+}
+
+/// Why the gate said no. Deliberately coarse: it names the rule, never the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denied {
+    /// The principal has no standing in this workspace.
+    #[error("no access to this workspace")]
+    NotAMember,
+    /// The principal's role or key does not allow this action.
+    #[error("action not permitted")]
+    ActionNotPermitted,
+    /// Staff without a second factor, or without a grant for this workspace.
+    #[error("staff access needs a second factor and an impersonation grant")]
+    StaffNeedsGrant,
+    /// The impersonation grant has expired.
+    #[error("impersonation grant expired")]
+    GrantExpired,
+    /// A scope for another action was passed where this one was needed.
+    #[error("scope does not cover this action")]
+    WrongScope,
+}
+
+/// What a scope's holder is, kept for audit records and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Actor {
+    /// A customer user.
+    Member(UserId),
+    /// A staff member through an impersonation grant.
+    Staff(StaffId),
+    /// An API key.
+    ApiKey(ApiKeyId),
+    /// The collector.
+    Collector,
+    /// An internal job.
+    System(SystemTask),
+}
+
+/// Proof that the gate admitted one action on one workspace.
+///
+/// No public constructor, no `Default`, no `Deserialize`: the gate is the only way to get one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    workspace: WorkspaceId,
+    action: Action,
+    actor: Actor,
+}
+
+impl Scope {
+    /// The workspace this scope admits.
+    pub const fn workspace(&self) -> WorkspaceId {
+        self.workspace
+    }
+
+    /// The action this scope admits.
+    pub const fn action(&self) -> Action {
+        self.action
+    }
+
+    /// Who holds the scope.
+    pub const fn actor(&self) -> Actor {
+        self.actor
+    }
+
+    /// Checks that this scope admits `action`.
+    ///
+    /// # Errors
+    /// [`Denied::WrongScope`] when it admits another action.
+    pub fn require(&self, action: Action) -> Result<(), Denied> {
+        if self.action == action {
+            Ok(())
+        } else {
+            Err(Denied::WrongScope)
+        }
+    }
+}
+
+/// The one authorisation gate.
+#[derive(Clone)]
+pub struct Gate {
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Gate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gate").finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    /// A gate reading time (for grant expiry) from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock }
+    }
+
+    /// Decides whether `principal` may do `action` on `workspace`.
+    ///
+    /// # Errors
+    /// A [`Denied`] naming the rule that refused.
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        workspace: WorkspaceId,
+        action: Action,
+    ) -> Result<Scope, Denied> {
+        let actor = match principal {
+            Principal::Member { user, memberships } => {
+                if action != Action::WorkspaceCreate {
+                    let role = memberships
+                        .iter()
+                        .find(|(id, _)| *id == workspace)
+                        .map(|(_, role)| *role)
+                        .ok_or(Denied::NotAMember)?;
+                    if !role.permits(action) {
+                        return Err(Denied::ActionNotPermitted);
+                    }
+                }
+                Actor::Member(*user)
+            }
+            Principal::Staff { staff, mfa, grant } => {
+                let grant = grant
+                    .as_ref()
+                    .filter(|grant| *mfa && grant.workspace == workspace)
+                    .ok_or(Denied::StaffNeedsGrant)?;
+                if self.clock.now() >= grant.expires_at {
+                    return Err(Denied::GrantExpired);
+                }
+                let allowed = match action {
+                    Action::WorkspaceCreate | Action::EventIngest | Action::SecretRead => false,
+                    Action::KeyManage | Action::MemberManage | Action::SecretWrite => false,
+                    other => other.is_read_only() || grant.write,
+                };
+                if !allowed {
+                    return Err(Denied::ActionNotPermitted);
+                }
+                Actor::Staff(*staff)
+            }
+            Principal::ApiKey { key, workspace: own, actions } => {
+                if *own != workspace {
+                    return Err(Denied::NotAMember);
+                }
+                if action == Action::WorkspaceCreate || !actions.contains(&action) {
+                    return Err(Denied::ActionNotPermitted);
+                }
+                Actor::ApiKey(*key)
+            }
+            Principal::Collector { workspace: own } => {
+                if *own != workspace {
+                    return Err(Denied::NotAMember);
+                }
+                if action != Action::EventIngest {
+                    return Err(Denied::ActionNotPermitted);
+                }
+                Actor::Collector
+            }
+            Principal::System(task) => {
+                if !task.permits(action) {
+                    return Err(Denied::ActionNotPermitted);
+                }
+                Actor::System(*task)
+            }
+        };
+        Ok(Scope { workspace, action, actor })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use time::Duration;
+
+    fn gate() -> (Gate, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH + Duration::days(20_000)));
+        (Gate::new(clock.clone()), clock)
+    }
+
+    #[test]
+    fn member_is_confined_to_own_workspaces_and_role() {
+        let (gate, _) = gate();
+        let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+        let viewer = Principal::Member { user: UserId::new(), memberships: vec![(a, Role::Viewer)] };
+        let scope = gate.authorize(&viewer, a, Action::EventRead).unwrap();
+        assert_eq!(scope.workspace(), a);
+        assert_eq!(gate.authorize(&viewer, b, Action::EventRead), Err(Denied::NotAMember));
+        assert_eq!(gate.authorize(&viewer, a, Action::SecretRead), Err(Denied::ActionNotPermitted));
+        assert_eq!(gate.authorize(&viewer, a, Action::EventIngest), Err(Denied::ActionNotPermitted));
+    }
+
+    #[test]
+    fn staff_need_mfa_a_live_grant_and_stay_read_only_without_write() {
+        let (gate, clock) = gate();
+        let ws = WorkspaceId::new();
+        let grant = ImpersonationGrant {
+            workspace: ws,
+            expires_at: clock.now() + Duration::minutes(30),
+            write: false,
+        };
+        let staff = |mfa, grant| Principal::Staff { staff: StaffId::new(), mfa, grant };
+        assert_eq!(
+            gate.authorize(&staff(true, None), ws, Action::EventRead),
+            Err(Denied::StaffNeedsGrant)
+        );
+        assert_eq!(
+            gate.authorize(&staff(false, Some(grant.clone())), ws, Action::EventRead),
+            Err(Denied::StaffNeedsGrant)
+        );
+        let other = WorkspaceId::new();
+        assert_eq!(
+            gate.authorize(&staff(true, Some(grant.clone())), other, Action::EventRead),
+            Err(Denied::StaffNeedsGrant)
+        );
+        let with_grant = staff(true, Some(grant));
+        assert!(gate.authorize(&with_grant, ws, Action::EventRead).is_ok());
+        assert_eq!(
+            gate.authorize(&with_grant, ws, Action::WorkspaceUpdate),
+            Err(Denied::ActionNotPermitted)
+        );
+        assert_eq!(
+            gate.authorize(&with_grant, ws, Action::SecretRead),
+            Err(Denied::ActionNotPermitted)
+        );
+        clock.advance(Duration::minutes(30));
+        assert_eq!(gate.authorize(&with_grant, ws, Action::EventRead), Err(Denied::GrantExpired));
+    }
+
+    #[test]
+    fn api_keys_and_collector_are_pinned_to_their_workspace_and_actions() {
+        let (gate, _) = gate();
+        let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+        let key = Principal::ApiKey { key: ApiKeyId::new(), workspace: a, actions: vec![Action::EventRead] };
+        assert!(gate.authorize(&key, a, Action::EventRead).is_ok());
+        assert_eq!(gate.authorize(&key, a, Action::SecretRead), Err(Denied::ActionNotPermitted));
+        assert_eq!(gate.authorize(&key, b, Action::EventRead), Err(Denied::NotAMember));
+        let collector = Principal::Collector { workspace: a };
+        assert!(gate.authorize(&collector, a, Action::EventIngest).is_ok());
+        assert_eq!(gate.authorize(&collector, a, Action::EventRead), Err(Denied::ActionNotPermitted));
+        assert_eq!(gate.authorize(&collector, b, Action::EventIngest), Err(Denied::NotAMember));
+    }
+
+    #[test]
+    fn system_tasks_do_only_their_job() {
+        let (gate, _) = gate();
+        let ws = WorkspaceId::new();
+        let rotation = Principal::System(SystemTask::KeyRotation);
+        assert!(gate.authorize(&rotation, ws, Action::KeyManage).is_ok());
+        assert_eq!(gate.authorize(&rotation, ws, Action::SecretRead), Err(Denied::ActionNotPermitted));
+    }
+
+    #[test]
+    fn scope_require_checks_the_action() {
+        let (gate, _) = gate();
+        let ws = WorkspaceId::new();
+        let admin = Principal::Member { user: UserId::new(), memberships: vec![(ws, Role::Admin)] };
+        let scope = gate.authorize(&admin, ws, Action::SecretRead).unwrap();
+        assert!(scope.require(Action::SecretRead).is_ok());
+        assert_eq!(scope.require(Action::SecretWrite), Err(Denied::WrongScope));
+    }
+}

@@ -1,0 +1,7 @@
+//! leadmaps: the security and privacy core of privacy-first web analytics.
+//!
+//! This facade re-exports [`leadmaps_core`] and, behind features, the adapters. Most users depend
+//! on this crate; integrators writing their own store depend on `leadmaps-core` alone.
+
+pub use leadmaps_core as core;
+pub use leadmaps_core::{Error, ErrorKind, Result, clock, crypto, memory, store, tenancy};
