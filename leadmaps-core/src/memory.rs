@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    KeyStore, MAX_SECRET_BLOB, SecretStore, Store, StoredSecret, Workspace, WorkspaceStore, WrappedTenantKey,
-    require_secret_read, validate_secret_name, validate_workspace_name,
+    KeyStore, MAX_SECRET_BLOB, SecretStore, Store, StoredSecret, Workspace, WorkspaceStore,
+    WrappedTenantKey, require_secret_read, validate_secret_name, validate_workspace_name,
 };
 use crate::tenancy::{Action, Denied, Region, Scope, WorkspaceId};
 
@@ -43,7 +43,9 @@ impl MemoryStore {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave State half-updated: every method either
         // finishes its change or returns before making one.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -62,20 +64,32 @@ impl WorkspaceStore for MemoryStore {
         if state.workspaces.contains_key(&scope.workspace()) {
             return Err(Error::Conflict("workspace exists"));
         }
-        let workspace = Workspace { id: scope.workspace(), name: name.to_owned(), region, created_at };
+        let workspace = Workspace {
+            id: scope.workspace(),
+            name: name.to_owned(),
+            region,
+            created_at,
+        };
         state.workspaces.insert(workspace.id, workspace.clone());
         Ok(workspace)
     }
 
     async fn workspace(&self, scope: &Scope) -> Result<Workspace> {
-        self.state().workspaces.get(&scope.workspace()).cloned().ok_or(Error::NotFound)
+        self.state()
+            .workspaces
+            .get(&scope.workspace())
+            .cloned()
+            .ok_or(Error::NotFound)
     }
 
     async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace> {
         scope.require(Action::WorkspaceUpdate)?;
         validate_workspace_name(name)?;
         let mut state = self.state();
-        let workspace = state.workspaces.get_mut(&scope.workspace()).ok_or(Error::NotFound)?;
+        let workspace = state
+            .workspaces
+            .get_mut(&scope.workspace())
+            .ok_or(Error::NotFound)?;
         workspace.name = name.to_owned();
         Ok(workspace.clone())
     }
@@ -89,30 +103,53 @@ impl SecretStore for MemoryStore {
         if secret.blob.len() > MAX_SECRET_BLOB {
             return Err(Error::invalid("sealed secret too large"));
         }
-        self.state().secrets.entry(scope.workspace()).or_default().insert(secret.name.clone(), secret.clone());
+        self.state()
+            .secrets
+            .entry(scope.workspace())
+            .or_default()
+            .insert(secret.name.clone(), secret.clone());
         Ok(())
     }
 
     async fn secret(&self, scope: &Scope, name: &str) -> Result<Option<StoredSecret>> {
         require_secret_read(scope)?;
-        Ok(self.state().secrets.get(&scope.workspace()).and_then(|s| s.get(name)).cloned())
+        Ok(self
+            .state()
+            .secrets
+            .get(&scope.workspace())
+            .and_then(|s| s.get(name))
+            .cloned())
     }
 
     async fn delete_secret(&self, scope: &Scope, name: &str) -> Result<bool> {
         scope.require(Action::SecretWrite)?;
-        Ok(self.state().secrets.get_mut(&scope.workspace()).is_some_and(|s| s.remove(name).is_some()))
+        Ok(self
+            .state()
+            .secrets
+            .get_mut(&scope.workspace())
+            .is_some_and(|s| s.remove(name).is_some()))
     }
 
     async fn secret_names(&self, scope: &Scope) -> Result<Vec<String>> {
         require_secret_read(scope)?;
-        Ok(self.state().secrets.get(&scope.workspace()).map(|s| s.keys().cloned().collect()).unwrap_or_default())
+        Ok(self
+            .state()
+            .secrets
+            .get(&scope.workspace())
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default())
     }
 }
 
 #[async_trait]
 impl KeyStore for MemoryStore {
     async fn tenant_keys(&self, scope: &Scope) -> Result<Vec<WrappedTenantKey>> {
-        Ok(self.state().tenant_keys.get(&scope.workspace()).map(|k| k.values().cloned().collect()).unwrap_or_default())
+        Ok(self
+            .state()
+            .tenant_keys
+            .get(&scope.workspace())
+            .map(|k| k.values().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn insert_tenant_key(&self, scope: &Scope, key: &WrappedTenantKey) -> Result<()> {
@@ -138,7 +175,11 @@ impl KeyStore for MemoryStore {
     ) -> Result<bool> {
         scope.require(Action::KeyManage)?;
         let mut state = self.state();
-        let Some(key) = state.tenant_keys.get_mut(&scope.workspace()).and_then(|k| k.get_mut(&version)) else {
+        let Some(key) = state
+            .tenant_keys
+            .get_mut(&scope.workspace())
+            .and_then(|k| k.get_mut(&version))
+        else {
             return Ok(false);
         };
         if key.kek_id != from_kek {
@@ -151,7 +192,11 @@ impl KeyStore for MemoryStore {
 
     async fn delete_tenant_keys(&self, scope: &Scope) -> Result<u64> {
         scope.require(Action::KeyManage)?;
-        Ok(self.state().tenant_keys.remove(&scope.workspace()).map_or(0, |k| k.len() as u64))
+        Ok(self
+            .state()
+            .tenant_keys
+            .remove(&scope.workspace())
+            .map_or(0, |k| k.len() as u64))
     }
 
     async fn workspaces_needing_rewrap(
@@ -173,12 +218,22 @@ impl KeyStore for MemoryStore {
 
     async fn count_needing_rewrap(&self, primary: u32) -> Result<u64> {
         let state = self.state();
-        Ok(state.tenant_keys.values().flat_map(|k| k.values()).filter(|k| k.kek_id != primary).count() as u64)
+        Ok(state
+            .tenant_keys
+            .values()
+            .flat_map(|k| k.values())
+            .filter(|k| k.kek_id != primary)
+            .count() as u64)
     }
 
     async fn kek_ids_in_use(&self) -> Result<Vec<u32>> {
         let state = self.state();
-        let ids: BTreeSet<u32> = state.tenant_keys.values().flat_map(|k| k.values()).map(|k| k.kek_id).collect();
+        let ids: BTreeSet<u32> = state
+            .tenant_keys
+            .values()
+            .flat_map(|k| k.values())
+            .map(|k| k.kek_id)
+            .collect();
         Ok(ids.into_iter().collect())
     }
 
@@ -207,6 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_passes_the_conformance_suite() {
-        crate::conformance::run_all(|| async { Arc::new(MemoryStore::new()) as Arc<dyn Store> }).await;
+        crate::conformance::run_all(|| async { Arc::new(MemoryStore::new()) as Arc<dyn Store> })
+            .await;
     }
 }

@@ -56,7 +56,9 @@ fn validate_name(name: &str, max: usize, what: &str) -> Result<()> {
         return Err(Error::invalid(format!("{what} is longer than {max} bytes")));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid(format!("{what} contains control characters")));
+        return Err(Error::invalid(format!(
+            "{what} contains control characters"
+        )));
     }
     Ok(())
 }
@@ -127,7 +129,10 @@ pub trait SecretStore: Send + Sync {
 /// # Errors
 /// [`Error::Denied`] otherwise.
 pub fn require_secret_read(scope: &Scope) -> Result<()> {
-    scope.require(Action::SecretRead).or_else(|_| scope.require(Action::SecretWrite)).map_err(Error::from)
+    scope
+        .require(Action::SecretRead)
+        .or_else(|_| scope.require(Action::SecretWrite))
+        .map_err(Error::from)
 }
 
 /// A tenant key as stored: sealed under the KEK `kek_id`.

@@ -2,7 +2,19 @@
 //!
 //! Every store method that touches customer data takes a [`Scope`], and the only way to get a
 //! `Scope` is [`Gate::authorize`]. A `Scope` cannot be built, deserialized or defaulted anywhere
-//! else, so a code path that skips the gate does not compile:
+//! else, so a code path that skips the gate does not compile. The gate is how one is made:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use leadmaps_core::clock::SystemClock;
+//! use leadmaps_core::tenancy::{Action, Gate, Principal, Role, Scope, UserId, WorkspaceId};
+//! let workspace = WorkspaceId::new();
+//! let member = Principal::Member { user: UserId::new(), memberships: vec![(workspace, Role::Viewer)] };
+//! let scope: Scope = Gate::new(Arc::new(SystemClock)).authorize(&member, workspace, Action::EventRead).unwrap();
+//! assert_eq!(scope.workspace(), workspace);
+//! ```
+//!
+//! and every other way fails to compile:
 //!
 //! ```compile_fail
 //! use leadmaps_core::tenancy::{Action, Scope, WorkspaceId};
@@ -392,7 +404,11 @@ impl Gate {
                 }
                 Actor::Staff(*staff)
             }
-            Principal::ApiKey { key, workspace: own, actions } => {
+            Principal::ApiKey {
+                key,
+                workspace: own,
+                actions,
+            } => {
                 if *own != workspace {
                     return Err(Denied::NotAMember);
                 }
@@ -417,7 +433,11 @@ impl Gate {
                 Actor::System(*task)
             }
         };
-        Ok(Scope { workspace, action, actor })
+        Ok(Scope {
+            workspace,
+            action,
+            actor,
+        })
     }
 }
 
@@ -428,7 +448,9 @@ mod tests {
     use time::Duration;
 
     fn gate() -> (Gate, Arc<ManualClock>) {
-        let clock = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH + Duration::days(20_000)));
+        let clock = Arc::new(ManualClock::new(
+            OffsetDateTime::UNIX_EPOCH + Duration::days(20_000),
+        ));
         (Gate::new(clock.clone()), clock)
     }
 
@@ -436,12 +458,24 @@ mod tests {
     fn member_is_confined_to_own_workspaces_and_role() {
         let (gate, _) = gate();
         let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
-        let viewer = Principal::Member { user: UserId::new(), memberships: vec![(a, Role::Viewer)] };
+        let viewer = Principal::Member {
+            user: UserId::new(),
+            memberships: vec![(a, Role::Viewer)],
+        };
         let scope = gate.authorize(&viewer, a, Action::EventRead).unwrap();
         assert_eq!(scope.workspace(), a);
-        assert_eq!(gate.authorize(&viewer, b, Action::EventRead), Err(Denied::NotAMember));
-        assert_eq!(gate.authorize(&viewer, a, Action::SecretRead), Err(Denied::ActionNotPermitted));
-        assert_eq!(gate.authorize(&viewer, a, Action::EventIngest), Err(Denied::ActionNotPermitted));
+        assert_eq!(
+            gate.authorize(&viewer, b, Action::EventRead),
+            Err(Denied::NotAMember)
+        );
+        assert_eq!(
+            gate.authorize(&viewer, a, Action::SecretRead),
+            Err(Denied::ActionNotPermitted)
+        );
+        assert_eq!(
+            gate.authorize(&viewer, a, Action::EventIngest),
+            Err(Denied::ActionNotPermitted)
+        );
     }
 
     #[test]
@@ -453,7 +487,11 @@ mod tests {
             expires_at: clock.now() + Duration::minutes(30),
             write: false,
         };
-        let staff = |mfa, grant| Principal::Staff { staff: StaffId::new(), mfa, grant };
+        let staff = |mfa, grant| Principal::Staff {
+            staff: StaffId::new(),
+            mfa,
+            grant,
+        };
         assert_eq!(
             gate.authorize(&staff(true, None), ws, Action::EventRead),
             Err(Denied::StaffNeedsGrant)
@@ -478,21 +516,40 @@ mod tests {
             Err(Denied::ActionNotPermitted)
         );
         clock.advance(Duration::minutes(30));
-        assert_eq!(gate.authorize(&with_grant, ws, Action::EventRead), Err(Denied::GrantExpired));
+        assert_eq!(
+            gate.authorize(&with_grant, ws, Action::EventRead),
+            Err(Denied::GrantExpired)
+        );
     }
 
     #[test]
     fn api_keys_and_collector_are_pinned_to_their_workspace_and_actions() {
         let (gate, _) = gate();
         let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
-        let key = Principal::ApiKey { key: ApiKeyId::new(), workspace: a, actions: vec![Action::EventRead] };
+        let key = Principal::ApiKey {
+            key: ApiKeyId::new(),
+            workspace: a,
+            actions: vec![Action::EventRead],
+        };
         assert!(gate.authorize(&key, a, Action::EventRead).is_ok());
-        assert_eq!(gate.authorize(&key, a, Action::SecretRead), Err(Denied::ActionNotPermitted));
-        assert_eq!(gate.authorize(&key, b, Action::EventRead), Err(Denied::NotAMember));
+        assert_eq!(
+            gate.authorize(&key, a, Action::SecretRead),
+            Err(Denied::ActionNotPermitted)
+        );
+        assert_eq!(
+            gate.authorize(&key, b, Action::EventRead),
+            Err(Denied::NotAMember)
+        );
         let collector = Principal::Collector { workspace: a };
         assert!(gate.authorize(&collector, a, Action::EventIngest).is_ok());
-        assert_eq!(gate.authorize(&collector, a, Action::EventRead), Err(Denied::ActionNotPermitted));
-        assert_eq!(gate.authorize(&collector, b, Action::EventIngest), Err(Denied::NotAMember));
+        assert_eq!(
+            gate.authorize(&collector, a, Action::EventRead),
+            Err(Denied::ActionNotPermitted)
+        );
+        assert_eq!(
+            gate.authorize(&collector, b, Action::EventIngest),
+            Err(Denied::NotAMember)
+        );
     }
 
     #[test]
@@ -501,14 +558,20 @@ mod tests {
         let ws = WorkspaceId::new();
         let rotation = Principal::System(SystemTask::KeyRotation);
         assert!(gate.authorize(&rotation, ws, Action::KeyManage).is_ok());
-        assert_eq!(gate.authorize(&rotation, ws, Action::SecretRead), Err(Denied::ActionNotPermitted));
+        assert_eq!(
+            gate.authorize(&rotation, ws, Action::SecretRead),
+            Err(Denied::ActionNotPermitted)
+        );
     }
 
     #[test]
     fn scope_require_checks_the_action() {
         let (gate, _) = gate();
         let ws = WorkspaceId::new();
-        let admin = Principal::Member { user: UserId::new(), memberships: vec![(ws, Role::Admin)] };
+        let admin = Principal::Member {
+            user: UserId::new(),
+            memberships: vec![(ws, Role::Admin)],
+        };
         let scope = gate.authorize(&admin, ws, Action::SecretRead).unwrap();
         assert!(scope.require(Action::SecretRead).is_ok());
         assert_eq!(scope.require(Action::SecretWrite), Err(Denied::WrongScope));

@@ -73,14 +73,11 @@ impl ChunkedKey {
         Ok(Self { prk })
     }
 
-    /// Derives the per-message AEAD key, base nonce and commitment. `context` is given in parts
-    /// that are hashed as if concatenated, which spares callers an allocation.
-    fn derive(&self, salt: &[u8; SALT_LEN], context: &[&[u8]]) -> Derived {
-        // HKDF-Expand (RFC 5869 section 2.3) for L = 76: T(1) || T(2)[..12].
-        let mut okm = Zeroizing::new([0u8; 128]);
-        let mut previous: &[u8] = &[];
-        let mut t1 = [0u8; 64];
-        for (counter, block) in [1u8, 2].into_iter().zip(okm.chunks_exact_mut(64)) {
+    /// HKDF-Expand (RFC 5869 section 2.3) for L = 76, as T(1) || T(2); the first 76 bytes are
+    /// the AEAD key, the base nonce and the commitment. `context` is given in parts that are
+    /// hashed as if concatenated, which spares callers an allocation.
+    fn expand(&self, salt: &[u8; SALT_LEN], context: &[&[u8]]) -> Zeroizing<[u8; 128]> {
+        let block = |previous: &[u8], counter: u8| {
             let mut mac = self.prk.clone();
             mac.update(previous);
             mac.update(LABEL);
@@ -90,19 +87,37 @@ impl ChunkedKey {
                 mac.update(part);
             }
             mac.update(&[counter]);
-            block.copy_from_slice(&mac.finalize().into_bytes());
-            if counter == 1 {
-                t1.copy_from_slice(block);
-                previous = &t1;
-            }
-        }
-        t1.zeroize();
+            mac.finalize().into_bytes()
+        };
+        let mut okm = Zeroizing::new([0u8; 128]);
+        okm[..64].copy_from_slice(&block(&[], 1));
+        let t2 = block(&okm[..64], 2);
+        okm[64..].copy_from_slice(&t2);
+        okm
+    }
+
+    /// The derived AEAD key, base nonce and commitment, for checking the KDF against published
+    /// vectors. Not for production use.
+    #[doc(hidden)]
+    pub fn derive_raw(&self, salt: &[u8; SALT_LEN], context: &[u8]) -> Zeroizing<[u8; 76]> {
+        let okm = self.expand(salt, &[context]);
+        let mut out = Zeroizing::new([0u8; 76]);
+        out.copy_from_slice(&okm[..76]);
+        out
+    }
+
+    fn derive(&self, salt: &[u8; SALT_LEN], context: &[&[u8]]) -> Derived {
+        let okm = self.expand(salt, context);
         let aead = Aes256Gcm::new_from_slice(&okm[..32]).expect("32-byte AES-256 key");
         let mut base_nonce = [0u8; NONCE_LEN];
         base_nonce.copy_from_slice(&okm[32..44]);
         let mut commitment = [0u8; COMMITMENT_LEN];
         commitment.copy_from_slice(&okm[44..76]);
-        Derived { aead, base_nonce, commitment }
+        Derived {
+            aead,
+            base_nonce,
+            commitment,
+        }
     }
 
     /// Encrypts `plaintext` in one go, appending `salt || commitment || chunks` to `out`.
@@ -261,7 +276,8 @@ impl<W: Write> Encryptor<W> {
 
     fn emit(&mut self) -> io::Result<()> {
         self.out.clear();
-        self.derived.seal_chunk(self.index, &self.buffer, &mut self.out);
+        self.derived
+            .seal_chunk(self.index, &self.buffer, &mut self.out);
         self.buffer.zeroize();
         self.buffer.clear();
         self.index = self
@@ -273,6 +289,9 @@ impl<W: Write> Encryptor<W> {
 
     /// Writes the final (short, possibly empty) chunk and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
+        if self.buffer.len() == CHUNK_LEN {
+            self.emit()?;
+        }
         self.emit()?;
         self.inner.flush()?;
         let Self { inner, .. } = self;
@@ -402,7 +421,9 @@ impl<R: Read> Read for Decryptor<R> {
             }
             match self.state {
                 DecryptState::Done => return Ok(0),
-                DecryptState::Failed => return Err(io::Error::new(io::ErrorKind::InvalidData, Opaque)),
+                DecryptState::Failed => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, Opaque));
+                }
                 DecryptState::Chunks => self.next_chunk()?,
             }
         }

@@ -108,7 +108,13 @@ impl<'a> SecretContext<'a> {
         row_id: &'a str,
         purpose: Purpose,
     ) -> Self {
-        Self { workspace, table, column, row_id, purpose }
+        Self {
+            workspace,
+            table,
+            column,
+            row_id,
+            purpose,
+        }
     }
 
     /// An API key's secret in `api_keys.secret`.
@@ -118,24 +124,48 @@ impl<'a> SecretContext<'a> {
 
     /// A TOTP seed in `totp_factors.seed`.
     pub const fn totp_seed(workspace: WorkspaceId, factor_id: &'a str) -> Self {
-        Self::new(workspace, "totp_factors", "seed", factor_id, Purpose::TotpSeed)
+        Self::new(
+            workspace,
+            "totp_factors",
+            "seed",
+            factor_id,
+            Purpose::TotpSeed,
+        )
     }
 
     /// An OIDC client secret in `oidc_connections.client_secret`.
     pub const fn oidc_client_secret(workspace: WorkspaceId, connection_id: &'a str) -> Self {
-        Self::new(workspace, "oidc_connections", "client_secret", connection_id, Purpose::OidcClientSecret)
+        Self::new(
+            workspace,
+            "oidc_connections",
+            "client_secret",
+            connection_id,
+            Purpose::OidcClientSecret,
+        )
     }
 
     /// A license key in `license_keys.key`.
     pub const fn license_key(workspace: WorkspaceId, license_id: &'a str) -> Self {
-        Self::new(workspace, "license_keys", "key", license_id, Purpose::LicenseKey)
+        Self::new(
+            workspace,
+            "license_keys",
+            "key",
+            license_id,
+            Purpose::LicenseKey,
+        )
     }
 
     /// The encoded C2SP context for a blob with this header. Fields are length-prefixed so no
     /// two different contexts encode alike.
     pub(crate) fn encode(&self, version: u8, key_ref: u32) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            CONTEXT_LABEL.len() + 5 + 16 + self.table.len() + self.column.len() + self.row_id.len() + 40,
+            CONTEXT_LABEL.len()
+                + 5
+                + 16
+                + self.table.len()
+                + self.column.len()
+                + self.row_id.len()
+                + 40,
         );
         out.extend_from_slice(CONTEXT_LABEL);
         out.push(version);
@@ -191,11 +221,19 @@ pub fn header(blob: &[u8]) -> Result<Header> {
         return Err(Error::invalid("unknown sealed blob version"));
     }
     let key_ref = u32::from_be_bytes(blob[1..5].try_into().expect("four bytes"));
-    Ok(Header { version: blob[0], key_ref })
+    Ok(Header {
+        version: blob[0],
+        key_ref,
+    })
 }
 
 /// Seals `plaintext` under `key` (identified as `key_ref`) for `context`.
-pub fn seal(key: &ChunkedKey, key_ref: u32, context: &SecretContext<'_>, plaintext: &[u8]) -> Vec<u8> {
+pub fn seal(
+    key: &ChunkedKey,
+    key_ref: u32,
+    context: &SecretContext<'_>,
+    plaintext: &[u8],
+) -> Vec<u8> {
     let mut salt = [0u8; SALT_LEN];
     super::random(&mut salt);
     seal_with_salt(key, key_ref, context, plaintext, &salt)

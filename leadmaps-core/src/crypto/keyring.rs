@@ -43,10 +43,15 @@ impl Kek {
             return Err(Error::KeyConfig("KEK ids start at 1".into()));
         }
         if key.len() != 32 {
-            return Err(Error::KeyConfig(format!("KEK {id} is {} bytes; expected 32", key.len())));
+            return Err(Error::KeyConfig(format!(
+                "KEK {id} is {} bytes; expected 32",
+                key.len()
+            )));
         }
         if key.iter().all(|b| *b == key[0]) {
-            return Err(Error::KeyConfig(format!("KEK {id} is one repeated byte; generate a random key")));
+            return Err(Error::KeyConfig(format!(
+                "KEK {id} is one repeated byte; generate a random key"
+            )));
         }
         let key = ChunkedKey::new(key).map_err(|_| Error::KeyConfig("bad KEK".into()))?;
         Ok(Self { id, key })
@@ -82,7 +87,10 @@ impl KeyRing {
                 return Err(Error::KeyConfig(format!("KEK id {id} given twice")));
             }
         }
-        let primary = *map.keys().next_back().ok_or_else(|| Error::KeyConfig("no KEK configured".into()))?;
+        let primary = *map
+            .keys()
+            .next_back()
+            .ok_or_else(|| Error::KeyConfig("no KEK configured".into()))?;
         Ok(Self { keks: map, primary })
     }
 
@@ -97,14 +105,18 @@ impl KeyRing {
         for (position, entry) in text.split(',').map(str::trim).enumerate() {
             let (id, encoded) = match entry.split_once(':') {
                 Some((id, encoded)) => {
-                    let id = id
-                        .trim()
-                        .parse::<u32>()
-                        .map_err(|_| Error::KeyConfig(format!("KEK entry {} has no numeric id", position + 1)))?;
+                    let id = id.trim().parse::<u32>().map_err(|_| {
+                        Error::KeyConfig(format!("KEK entry {} has no numeric id", position + 1))
+                    })?;
                     (id, encoded.trim())
                 }
                 None if position == 0 && !text.contains(',') => (1, entry),
-                None => return Err(Error::KeyConfig(format!("KEK entry {} needs the form id:base64", position + 1))),
+                None => {
+                    return Err(Error::KeyConfig(format!(
+                        "KEK entry {} needs the form id:base64",
+                        position + 1
+                    )));
+                }
             };
             let raw = Zeroizing::new(
                 engine
@@ -179,7 +191,8 @@ impl Default for EnvKeyProvider {
 impl KeyProvider for EnvKeyProvider {
     async fn keks(&self) -> Result<Vec<Kek>> {
         let value = Zeroizing::new(
-            std::env::var(&self.var).map_err(|_| Error::KeyConfig(format!("{} is not set", self.var)))?,
+            std::env::var(&self.var)
+                .map_err(|_| Error::KeyConfig(format!("{} is not set", self.var)))?,
         );
         Ok(KeyRing::parse(&value)?.keks.into_values().collect())
     }
@@ -239,7 +252,9 @@ mod tests {
     }
 
     fn key(seed: u8) -> Vec<u8> {
-        (0..32u8).map(|i| i.wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..32u8)
+            .map(|i| i.wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     #[test]
@@ -262,7 +277,12 @@ mod tests {
         assert!(err.contains("16 bytes"), "{err}");
         assert!(!err.contains(&short));
         let constant = b64(&[0u8; 32]);
-        assert!(KeyRing::parse(&constant).unwrap_err().to_string().contains("repeated"));
+        assert!(
+            KeyRing::parse(&constant)
+                .unwrap_err()
+                .to_string()
+                .contains("repeated")
+        );
         assert!(KeyRing::parse(&b64(&[0xAB; 32])).is_err());
         assert!(KeyRing::parse("not base64!!").is_err());
         assert!(KeyRing::parse(&format!("1:{k},1:{k}", k = b64(&key(1)))).is_err());

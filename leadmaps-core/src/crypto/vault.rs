@@ -55,7 +55,9 @@ pub struct Vault {
 
 impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vault").field("ring", &self.ring).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("ring", &self.ring)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,7 +66,13 @@ fn tenant_key_context(workspace: WorkspaceId, version: &str) -> SecretContext<'_
 }
 
 fn key_check_context(kek_id: &str) -> SecretContext<'_> {
-    SecretContext::new(WorkspaceId::from_uuid(uuid::Uuid::nil()), "key_checks", "blob", kek_id, Purpose::KeyCheck)
+    SecretContext::new(
+        WorkspaceId::from_uuid(uuid::Uuid::nil()),
+        "key_checks",
+        "blob",
+        kek_id,
+        Purpose::KeyCheck,
+    )
 }
 
 fn fresh_key() -> zeroize::Zeroizing<[u8; 32]> {
@@ -81,7 +89,11 @@ impl Vault {
     ///
     /// # Errors
     /// [`Error::KeyConfig`] naming the KEK id at fault; store errors as they come.
-    pub async fn start(ring: KeyRing, keys: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Result<Self> {
+    pub async fn start(
+        ring: KeyRing,
+        keys: Arc<dyn KeyStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         for id in ring.ids() {
             let kek = ring.get(id).expect("id from ring");
             let row = id.to_string();
@@ -94,7 +106,9 @@ impl Vault {
                         continue;
                     }
                     // Another instance stored one first: check theirs.
-                    keys.key_check(id).await?.ok_or(Error::Conflict("key check vanished"))?
+                    keys.key_check(id)
+                        .await?
+                        .ok_or(Error::Conflict("key check vanished"))?
                 }
             };
             match envelope::open_expecting(kek.key(), id, &context, &stored) {
@@ -113,7 +127,13 @@ impl Vault {
                 )));
             }
         }
-        Ok(Self { ring, keys, clock, cache: Mutex::new(HashMap::new()), cache_ttl: DEFAULT_CACHE_TTL })
+        Ok(Self {
+            ring,
+            keys,
+            clock,
+            cache: Mutex::new(HashMap::new()),
+            cache_ttl: DEFAULT_CACHE_TTL,
+        })
     }
 
     /// How long unwrapped tenant keys stay cached in this process. Another instance's rotation or
@@ -141,10 +161,17 @@ impl Vault {
     ///
     /// # Errors
     /// [`Error::Denied`] when the context names another workspace than the scope.
-    pub async fn seal(&self, scope: &Scope, context: &SecretContext<'_>, plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub async fn seal(
+        &self,
+        scope: &Scope,
+        context: &SecretContext<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
         Self::check_context(scope, context)?;
         let keys = self.current_keys(scope).await?;
-        let (version, key) = keys.current().expect("current_keys returns at least one key");
+        let (version, key) = keys
+            .current()
+            .expect("current_keys returns at least one key");
         Ok(envelope::seal(key, version, context, plaintext))
     }
 
@@ -153,11 +180,19 @@ impl Vault {
     /// # Errors
     /// [`Error::Decrypt`] for every failure of the blob itself, including an unknown or shredded
     /// key version; [`Error::Denied`] when the context names another workspace than the scope.
-    pub async fn open(&self, scope: &Scope, context: &SecretContext<'_>, blob: &[u8]) -> Result<SecretBytes> {
+    pub async fn open(
+        &self,
+        scope: &Scope,
+        context: &SecretContext<'_>,
+        blob: &[u8],
+    ) -> Result<SecretBytes> {
         Self::check_context(scope, context)?;
         let version = envelope::key_ref(blob).map_err(|_| Error::Decrypt)?;
         let mut keys = self.cached(scope.workspace());
-        if keys.as_ref().is_none_or(|k| !k.versions.contains_key(&version)) {
+        if keys
+            .as_ref()
+            .is_none_or(|k| !k.versions.contains_key(&version))
+        {
             keys = Some(self.load(scope).await?);
         }
         let keys = keys.expect("loaded");
@@ -178,7 +213,12 @@ impl Vault {
     ///
     /// # Errors
     /// As [`Vault::open`].
-    pub async fn reseal(&self, scope: &Scope, context: &SecretContext<'_>, blob: &[u8]) -> Result<Vec<u8>> {
+    pub async fn reseal(
+        &self,
+        scope: &Scope,
+        context: &SecretContext<'_>,
+        blob: &[u8],
+    ) -> Result<Vec<u8>> {
         let plain = self.open(scope, context, blob).await?;
         self.seal(scope, context, plain.expose()).await
     }
@@ -216,15 +256,24 @@ impl Vault {
     /// # Errors
     /// [`Error::KeyConfig`] if a tenant key is wrapped under a KEK this ring lacks, or does not
     /// open under it.
-    pub async fn rewrap_all(&self, gate: &Gate, progress: &mut (dyn FnMut(RewrapProgress) + Send)) -> Result<RewrapProgress> {
+    pub async fn rewrap_all(
+        &self,
+        gate: &Gate,
+        progress: &mut (dyn FnMut(RewrapProgress) + Send),
+    ) -> Result<RewrapProgress> {
         let primary = self.ring.primary();
         let total = self.keys.count_needing_rewrap(primary.id()).await?;
         let mut state = RewrapProgress { done: 0, total };
         let principal = Principal::System(SystemTask::KeyRotation);
         let mut after = None;
         loop {
-            let page = self.keys.workspaces_needing_rewrap(primary.id(), after, REWRAP_PAGE).await?;
-            let Some(last) = page.last().copied() else { break };
+            let page = self
+                .keys
+                .workspaces_needing_rewrap(primary.id(), after, REWRAP_PAGE)
+                .await?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
             for workspace in page {
                 let scope = gate.authorize(&principal, workspace, Action::KeyManage)?;
                 for wrapped in self.keys.tenant_keys(&scope).await? {
@@ -233,10 +282,21 @@ impl Vault {
                     }
                     let key = self.unwrap_key(&wrapped)?;
                     let row = wrapped.version.to_string();
-                    let blob = envelope::seal(primary.key(), primary.id(), &tenant_key_context(workspace, &row), &key[..]);
+                    let blob = envelope::seal(
+                        primary.key(),
+                        primary.id(),
+                        &tenant_key_context(workspace, &row),
+                        &key[..],
+                    );
                     if self
                         .keys
-                        .rewrap_tenant_key(&scope, wrapped.version, wrapped.kek_id, primary.id(), &blob)
+                        .rewrap_tenant_key(
+                            &scope,
+                            wrapped.version,
+                            wrapped.kek_id,
+                            primary.id(),
+                            &blob,
+                        )
                         .await?
                     {
                         state.done += 1;
@@ -252,7 +312,10 @@ impl Vault {
 
     fn unwrap_key(&self, wrapped: &WrappedTenantKey) -> Result<zeroize::Zeroizing<[u8; 32]>> {
         let kek = self.ring.get(wrapped.kek_id).ok_or_else(|| {
-            Error::KeyConfig(format!("tenant key wrapped under KEK {}, which is not configured", wrapped.kek_id))
+            Error::KeyConfig(format!(
+                "tenant key wrapped under KEK {}, which is not configured",
+                wrapped.kek_id
+            ))
         })?;
         let row = wrapped.version.to_string();
         let context = tenant_key_context(wrapped.workspace, &row);
@@ -267,7 +330,10 @@ impl Vault {
     }
 
     fn evict(&self, workspace: WorkspaceId) {
-        self.cache.lock().expect("vault cache lock").remove(&workspace);
+        self.cache
+            .lock()
+            .expect("vault cache lock")
+            .remove(&workspace);
     }
 
     async fn load(&self, scope: &Scope) -> Result<Arc<TenantKeys>> {
@@ -277,11 +343,20 @@ impl Vault {
                 return Err(Error::Denied(Denied::WrongScope));
             }
             let key = self.unwrap_key(&wrapped)?;
-            versions.insert(wrapped.version, ChunkedKey::new(&key[..]).map_err(|_| Error::Decrypt)?);
+            versions.insert(
+                wrapped.version,
+                ChunkedKey::new(&key[..]).map_err(|_| Error::Decrypt)?,
+            );
         }
-        let keys = Arc::new(TenantKeys { versions, loaded_at: self.clock.now() });
+        let keys = Arc::new(TenantKeys {
+            versions,
+            loaded_at: self.clock.now(),
+        });
         if !self.cache_ttl.is_zero() && !keys.versions.is_empty() {
-            self.cache.lock().expect("vault cache lock").insert(scope.workspace(), keys.clone());
+            self.cache
+                .lock()
+                .expect("vault cache lock")
+                .insert(scope.workspace(), keys.clone());
         }
         Ok(keys)
     }
@@ -300,7 +375,9 @@ impl Vault {
         }
         let keys = self.load(scope).await?;
         if keys.versions.is_empty() {
-            return Err(Error::Conflict("tenant key was removed while being created"));
+            return Err(Error::Conflict(
+                "tenant key was removed while being created",
+            ));
         }
         Ok(keys)
     }
@@ -309,7 +386,12 @@ impl Vault {
         let kek = self.ring.primary();
         let key = fresh_key();
         let row = version.to_string();
-        let blob = envelope::seal(kek.key(), kek.id(), &tenant_key_context(scope.workspace(), &row), &key[..]);
+        let blob = envelope::seal(
+            kek.key(),
+            kek.id(),
+            &tenant_key_context(scope.workspace(), &row),
+            &key[..],
+        );
         let wrapped = WrappedTenantKey {
             workspace: scope.workspace(),
             version,
