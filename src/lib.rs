@@ -5,3 +5,11 @@
 
 pub use leadmaps_core as core;
 pub use leadmaps_core::{Error, ErrorKind, Result, clock, crypto, memory, store, tenancy};
+
+/// The embedded SQLite store.
+#[cfg(feature = "sqlite")]
+pub use leadmaps_store_sqlite as sqlite;
+
+/// The Postgres store.
+#[cfg(feature = "postgres")]
+pub use leadmaps_store_postgres as postgres;

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod conformance;
 pub mod crypto;
 mod error;
+pub mod ingest;
 pub mod memory;
 pub mod store;
 pub mod tenancy;

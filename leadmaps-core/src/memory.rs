@@ -5,12 +5,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use ipnet::IpNet;
+use time::{Date, OffsetDateTime};
 
 use crate::error::{Error, Result};
+use crate::ingest::{Event, EventBatch, EventId, RejectReason, Verdict};
 use crate::store::{
-    KeyStore, MAX_SECRET_BLOB, SecretStore, Store, StoredSecret, Workspace, WorkspaceStore,
-    WrappedTenantKey, require_secret_read, validate_secret_name, validate_workspace_name,
+    DropCount, EventSink, KeyStore, MAX_SECRET_BLOB, SaltDestruction, SaltStore, SecretStore, Site, SiteRoute,
+    SiteStore, Store, StoredSalt, StoredSecret, Workspace, WorkspaceStore, WrappedTenantKey, normalize_domain,
+    require_secret_read, validate_secret_name, validate_workspace_name,
 };
 use crate::tenancy::{Action, Denied, Region, Scope, WorkspaceId};
 
@@ -20,12 +23,20 @@ struct State {
     secrets: HashMap<WorkspaceId, BTreeMap<String, StoredSecret>>,
     tenant_keys: BTreeMap<WorkspaceId, BTreeMap<u32, WrappedTenantKey>>,
     key_checks: HashMap<u32, Vec<u8>>,
+    sites: BTreeMap<String, Site>,
+    blocked_ips: HashMap<WorkspaceId, Vec<IpNet>>,
+    salts: BTreeMap<WorkspaceId, BTreeMap<Date, Vec<u8>>>,
+    salt_destructions: HashMap<WorkspaceId, Vec<SaltDestruction>>,
+    events: HashMap<WorkspaceId, BTreeMap<(OffsetDateTime, EventId), Event>>,
+    event_ids: HashMap<WorkspaceId, BTreeSet<EventId>>,
+    drops: HashMap<WorkspaceId, BTreeMap<(Date, RejectReason), u64>>,
 }
 
 /// The in-memory store.
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    region: Region,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -35,9 +46,14 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store holding the EU region.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store holding `region`.
+    pub fn with_region(region: Region) -> Self {
+        Self { region, ..Self::default() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -248,6 +264,177 @@ impl KeyStore for MemoryStore {
         }
         state.key_checks.insert(kek_id, blob.to_vec());
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl SiteStore for MemoryStore {
+    async fn add_site(&self, scope: &Scope, domain: &str, created_at: OffsetDateTime) -> Result<Site> {
+        scope.require(Action::WorkspaceUpdate)?;
+        let domain = normalize_domain(domain)?;
+        let mut state = self.state();
+        if !state.workspaces.contains_key(&scope.workspace()) {
+            return Err(Error::NotFound);
+        }
+        if state.sites.contains_key(&domain) {
+            return Err(Error::Conflict("domain belongs to a site already"));
+        }
+        let site = Site { workspace: scope.workspace(), domain: domain.clone(), created_at };
+        state.sites.insert(domain, site.clone());
+        Ok(site)
+    }
+
+    async fn sites(&self, scope: &Scope) -> Result<Vec<Site>> {
+        let state = self.state();
+        Ok(state.sites.values().filter(|s| s.workspace == scope.workspace()).cloned().collect())
+    }
+
+    async fn set_blocked_ips(&self, scope: &Scope, ranges: &[IpNet]) -> Result<()> {
+        scope.require(Action::WorkspaceUpdate)?;
+        let mut state = self.state();
+        if !state.workspaces.contains_key(&scope.workspace()) {
+            return Err(Error::NotFound);
+        }
+        state.blocked_ips.insert(scope.workspace(), ranges.to_vec());
+        Ok(())
+    }
+
+    async fn site_route(&self, domain: &str) -> Result<Option<SiteRoute>> {
+        let state = self.state();
+        Ok(state.sites.get(domain).and_then(|site| {
+            let workspace = state.workspaces.get(&site.workspace)?;
+            Some(SiteRoute {
+                workspace: site.workspace,
+                region: workspace.region,
+                blocked_ips: state.blocked_ips.get(&site.workspace).cloned().unwrap_or_default(),
+            })
+        }))
+    }
+}
+
+#[async_trait]
+impl SaltStore for MemoryStore {
+    async fn salts(&self, scope: &Scope, days: &[Date]) -> Result<Vec<StoredSalt>> {
+        let state = self.state();
+        let Some(salts) = state.salts.get(&scope.workspace()) else { return Ok(Vec::new()) };
+        Ok(days.iter().filter_map(|day| salts.get(day).map(|blob| StoredSalt { day: *day, blob: blob.clone() })).collect())
+    }
+
+    async fn insert_salt(&self, scope: &Scope, salt: &StoredSalt) -> Result<()> {
+        let mut state = self.state();
+        let salts = state.salts.entry(scope.workspace()).or_default();
+        if salts.contains_key(&salt.day) {
+            return Err(Error::Conflict("salt for this day exists"));
+        }
+        salts.insert(salt.day, salt.blob.clone());
+        Ok(())
+    }
+
+    async fn workspaces_with_salts_before(
+        &self,
+        before: Date,
+        after: Option<WorkspaceId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceId>> {
+        let state = self.state();
+        Ok(state
+            .salts
+            .iter()
+            .filter(|(id, salts)| after.is_none_or(|a| **id > a) && salts.keys().any(|d| *d < before))
+            .map(|(id, _)| *id)
+            .take(limit as usize)
+            .collect())
+    }
+
+    async fn destroy_salts_before(&self, scope: &Scope, before: Date, destroyed_at: OffsetDateTime) -> Result<Vec<Date>> {
+        scope.require(Action::KeyManage)?;
+        let mut state = self.state();
+        let Some(salts) = state.salts.get_mut(&scope.workspace()) else { return Ok(Vec::new()) };
+        let keep = salts.split_off(&before);
+        let destroyed: Vec<Date> = std::mem::replace(salts, keep).into_keys().collect();
+        let records = state.salt_destructions.entry(scope.workspace()).or_default();
+        records.extend(destroyed.iter().map(|day| SaltDestruction { day: *day, destroyed_at }));
+        Ok(destroyed)
+    }
+
+    async fn salt_destructions(&self, scope: &Scope) -> Result<Vec<SaltDestruction>> {
+        scope.require(Action::AuditRead)?;
+        Ok(self.state().salt_destructions.get(&scope.workspace()).cloned().unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl EventSink for MemoryStore {
+    fn region(&self) -> Region {
+        self.region
+    }
+
+    async fn append_events(&self, batch: &EventBatch) -> Result<Vec<Verdict>> {
+        if batch.region() != self.region {
+            return Err(Error::invalid("batch for another region"));
+        }
+        for (scope, event) in batch.events() {
+            scope.require(Action::EventIngest)?;
+            if scope.workspace() != event.workspace {
+                return Err(Denied::WrongScope.into());
+            }
+        }
+        let mut state = self.state();
+        let mut verdicts = Vec::with_capacity(batch.events().len());
+        for (_, event) in batch.events() {
+            if state.event_ids.entry(event.workspace).or_default().insert(event.id) {
+                state.events.entry(event.workspace).or_default().insert((event.received_at, event.id), event.clone());
+                verdicts.push(Verdict::Accepted);
+            } else {
+                verdicts.push(Verdict::Duplicate);
+            }
+        }
+        for (scope, day, reason, count) in batch.drops() {
+            *state.drops.entry(scope.workspace()).or_default().entry((*day, *reason)).or_default() += count;
+        }
+        Ok(verdicts)
+    }
+
+    async fn events(&self, scope: &Scope, from: OffsetDateTime, to: OffsetDateTime, limit: u32) -> Result<Vec<Event>> {
+        scope.require(Action::EventRead)?;
+        let state = self.state();
+        let Some(events) = state.events.get(&scope.workspace()) else { return Ok(Vec::new()) };
+        Ok(events
+            .range((from, EventId(uuid::Uuid::nil()))..)
+            .take_while(|((at, _), _)| *at < to)
+            .take(limit as usize)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn has_event(&self, scope: &Scope, id: EventId) -> Result<bool> {
+        scope.require(Action::EventRead)?;
+        Ok(self.state().event_ids.get(&scope.workspace()).is_some_and(|ids| ids.contains(&id)))
+    }
+
+    async fn drop_counts(&self, scope: &Scope) -> Result<Vec<DropCount>> {
+        scope.require(Action::EventRead)?;
+        let state = self.state();
+        Ok(state
+            .drops
+            .get(&scope.workspace())
+            .map(|d| d.iter().map(|((day, reason), count)| DropCount { day: *day, reason: *reason, count: *count }).collect())
+            .unwrap_or_default())
+    }
+
+    async fn delete_events_before(&self, scope: &Scope, cutoff: OffsetDateTime) -> Result<u64> {
+        scope.require(Action::RetentionEnforce)?;
+        let mut state = self.state();
+        let State { events, event_ids, .. } = &mut *state;
+        let Some(events) = events.get_mut(&scope.workspace()) else { return Ok(0) };
+        let keep = events.split_off(&(cutoff, EventId(uuid::Uuid::nil())));
+        let gone = std::mem::replace(events, keep);
+        if let Some(ids) = event_ids.get_mut(&scope.workspace()) {
+            for (_, id) in gone.keys() {
+                ids.remove(id);
+            }
+        }
+        Ok(gone.len() as u64)
     }
 }
 

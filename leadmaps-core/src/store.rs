@@ -6,10 +6,12 @@
 //! every implementation must show is the conformance suite (`leadmaps_core::conformance`).
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
+use ipnet::IpNet;
+use time::{Date, OffsetDateTime};
 
 use crate::crypto::Purpose;
 use crate::error::{Error, Result};
+use crate::ingest::{Event, EventBatch, EventId, RejectReason, Verdict};
 use crate::tenancy::{Action, Region, Scope, WorkspaceId};
 
 /// A workspace as stored.
@@ -212,8 +214,174 @@ pub struct Capabilities {
     pub bulk_copy: bool,
 }
 
+/// A site: a domain whose events belong to one workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// Owning workspace.
+    pub workspace: WorkspaceId,
+    /// The domain, lower case, without `www.`; unique across the instance.
+    pub domain: String,
+    /// When it was added.
+    pub created_at: OffsetDateTime,
+}
+
+/// What the collector needs to route an event for a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRoute {
+    /// The site's workspace.
+    pub workspace: WorkspaceId,
+    /// The workspace's region.
+    pub region: Region,
+    /// Client address ranges the workspace blocks.
+    pub blocked_ips: Vec<IpNet>,
+}
+
+/// Longest site domain, in bytes.
+pub const MAX_DOMAIN: usize = 253;
+
+/// Normalises and checks a site domain: lower case, no `www.`, no scheme, port or path.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the rule broken.
+pub fn normalize_domain(domain: &str) -> Result<String> {
+    let domain = domain.trim().to_ascii_lowercase();
+    let domain = domain.strip_prefix("www.").unwrap_or(&domain).to_owned();
+    if domain.is_empty() || domain.len() > MAX_DOMAIN {
+        return Err(Error::invalid("domain must be 1 to 253 bytes"));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !domain.split('.').all(label_ok) {
+        return Err(Error::invalid("domain must be a host name such as example.com"));
+    }
+    Ok(domain)
+}
+
+/// Sites and the workspace's collector policy.
+#[async_trait]
+pub trait SiteStore: Send + Sync {
+    /// Adds a site (domain normalised with [`normalize_domain`]). Requires
+    /// [`Action::WorkspaceUpdate`].
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when any workspace has the domain; [`Error::Invalid`] for a bad one.
+    async fn add_site(&self, scope: &Scope, domain: &str, created_at: OffsetDateTime) -> Result<Site>;
+
+    /// The workspace's sites, by domain.
+    async fn sites(&self, scope: &Scope) -> Result<Vec<Site>>;
+
+    /// Replaces the workspace's blocked client address ranges. Requires
+    /// [`Action::WorkspaceUpdate`].
+    async fn set_blocked_ips(&self, scope: &Scope, ranges: &[IpNet]) -> Result<()>;
+
+    /// Routing for a domain, for the collector before any scope exists. Returns only the
+    /// workspace id, its region and its blocked ranges.
+    async fn site_route(&self, domain: &str) -> Result<Option<SiteRoute>>;
+}
+
+/// A daily visitor-hash salt as stored: sealed under the workspace's tenant key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSalt {
+    /// The UTC day the salt serves.
+    pub day: Date,
+    /// The sealed salt.
+    pub blob: Vec<u8>,
+}
+
+/// The record left when a salt is destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaltDestruction {
+    /// The day the salt served.
+    pub day: Date,
+    /// When it was destroyed.
+    pub destroyed_at: OffsetDateTime,
+}
+
+/// Daily salts.
+#[async_trait]
+pub trait SaltStore: Send + Sync {
+    /// The workspace's salts for `days` (missing days are left out). Any scope of the workspace.
+    async fn salts(&self, scope: &Scope, days: &[Date]) -> Result<Vec<StoredSalt>>;
+
+    /// Stores the salt of a day. Any scope of the workspace.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when the day has one (another instance made it first).
+    async fn insert_salt(&self, scope: &Scope, salt: &StoredSalt) -> Result<()>;
+
+    /// Up to `limit` workspaces, ascending by id and after `after`, holding salts of days before
+    /// `before`.
+    async fn workspaces_with_salts_before(
+        &self,
+        before: Date,
+        after: Option<WorkspaceId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceId>>;
+
+    /// Deletes the workspace's salts of days before `before` and records each destruction, in one
+    /// transaction. Returns the destroyed days. Requires [`Action::KeyManage`].
+    async fn destroy_salts_before(
+        &self,
+        scope: &Scope,
+        before: Date,
+        destroyed_at: OffsetDateTime,
+    ) -> Result<Vec<Date>>;
+
+    /// The workspace's salt destructions, oldest first. Requires [`Action::AuditRead`].
+    async fn salt_destructions(&self, scope: &Scope) -> Result<Vec<SaltDestruction>>;
+}
+
+/// Counts of filtered events for one day and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropCount {
+    /// UTC day.
+    pub day: Date,
+    /// Why they were dropped.
+    pub reason: RejectReason,
+    /// How many.
+    pub count: u64,
+}
+
+/// Events: the collector's sink and the workspace's reads.
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// The region this store holds. A batch of another region is refused.
+    fn region(&self) -> Region;
+
+    /// Commits a batch durably: on `Ok`, every `Accepted` event survives a crash. Returns one
+    /// verdict per event, in order: `Duplicate` when the workspace already has that event id
+    /// (from this batch or any earlier one). Drop counts in the batch are added in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a batch of another region; nothing is written on any error.
+    async fn append_events(&self, batch: &EventBatch) -> Result<Vec<Verdict>>;
+
+    /// The workspace's events received in `[from, to)`, oldest first (ties by id), at most
+    /// `limit`. Requires [`Action::EventRead`].
+    async fn events(
+        &self,
+        scope: &Scope,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Event>>;
+
+    /// Whether the workspace has an event with this id. Requires [`Action::EventRead`].
+    async fn has_event(&self, scope: &Scope, id: EventId) -> Result<bool>;
+
+    /// The workspace's filtered-event counts, by day and reason. Requires [`Action::EventRead`].
+    async fn drop_counts(&self, scope: &Scope) -> Result<Vec<DropCount>>;
+
+    /// Deletes the workspace's events received before `cutoff`, returning how many. Requires
+    /// [`Action::RetentionEnforce`].
+    async fn delete_events_before(&self, scope: &Scope, cutoff: OffsetDateTime) -> Result<u64>;
+}
+
 /// Every store trait, for `Arc<dyn Store>`.
-pub trait Store: WorkspaceStore + SecretStore + KeyStore {
+pub trait Store: WorkspaceStore + SecretStore + KeyStore + SiteStore + SaltStore + EventSink {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()

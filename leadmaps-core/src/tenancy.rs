@@ -159,6 +159,8 @@ pub enum Action {
     MemberManage,
     /// Read the workspace's audit log.
     AuditRead,
+    /// Delete events older than the workspace's retention period.
+    RetentionEnforce,
 }
 
 impl Action {
@@ -194,7 +196,7 @@ impl Role {
             | Action::KeyManage
             | Action::MemberManage
             | Action::AuditRead => matches!(self, Role::Admin),
-            Action::WorkspaceCreate | Action::EventIngest => false,
+            Action::WorkspaceCreate | Action::EventIngest | Action::RetentionEnforce => false,
         }
     }
 }
@@ -218,13 +220,18 @@ pub enum SystemTask {
     Provisioning,
     /// Rewrapping tenant keys after a KEK rotation.
     KeyRotation,
+    /// Destroying expired visitor-hash salts.
+    SaltRotation,
+    /// Deleting events past the retention period.
+    Retention,
 }
 
 impl SystemTask {
     const fn permits(self, action: Action) -> bool {
         match self {
             SystemTask::Provisioning => matches!(action, Action::WorkspaceCreate),
-            SystemTask::KeyRotation => matches!(action, Action::KeyManage),
+            SystemTask::KeyRotation | SystemTask::SaltRotation => matches!(action, Action::KeyManage),
+            SystemTask::Retention => matches!(action, Action::RetentionEnforce),
         }
     }
 }
@@ -396,6 +403,7 @@ impl Gate {
                 }
                 let allowed = match action {
                     Action::WorkspaceCreate | Action::EventIngest | Action::SecretRead => false,
+                    Action::RetentionEnforce => false,
                     Action::KeyManage | Action::MemberManage | Action::SecretWrite => false,
                     other => other.is_read_only() || grant.write,
                 };

@@ -13,7 +13,7 @@ use super::keyring::KeyRing;
 use super::secret::SecretBytes;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::store::{KeyStore, WrappedTenantKey};
+use crate::store::{KeyStore, SecretStore, StoredSecret, WrappedTenantKey};
 use crate::tenancy::{Action, Denied, Gate, Principal, Scope, SystemTask, WorkspaceId};
 
 /// The known plaintext of every key-check canary.
@@ -63,6 +63,11 @@ impl fmt::Debug for Vault {
 
 fn tenant_key_context(workspace: WorkspaceId, version: &str) -> SecretContext<'_> {
     SecretContext::new(workspace, "tenant_keys", "key", version, Purpose::TenantKey)
+}
+
+/// Where a named secret of [`SecretStore`] lives.
+fn secret_context(workspace: WorkspaceId, name: &str, purpose: Purpose) -> SecretContext<'_> {
+    SecretContext::new(workspace, "secrets", "value", name, purpose)
 }
 
 fn key_check_context(kek_id: &str) -> SecretContext<'_> {
@@ -198,6 +203,36 @@ impl Vault {
         let keys = keys.expect("loaded");
         let key = keys.versions.get(&version).ok_or(Error::Decrypt)?;
         envelope::open(key, context, blob)
+    }
+
+    /// Seals `plaintext` and stores it as the workspace's secret `name`, in the `secrets` table's
+    /// `value` column. Requires [`Action::SecretWrite`].
+    ///
+    /// # Errors
+    /// As [`SecretStore::put_secret`] and [`Vault::seal`].
+    pub async fn put_secret(
+        &self,
+        store: &dyn SecretStore,
+        scope: &Scope,
+        name: &str,
+        purpose: Purpose,
+        plaintext: &[u8],
+    ) -> Result<()> {
+        scope.require(Action::SecretWrite)?;
+        crate::store::validate_secret_name(name)?;
+        let blob = self.seal(scope, &secret_context(scope.workspace(), name, purpose), plaintext).await?;
+        store.put_secret(scope, &StoredSecret { name: name.to_owned(), purpose, blob }).await
+    }
+
+    /// Reads and opens the workspace's secret `name`. Requires [`Action::SecretRead`] or
+    /// [`Action::SecretWrite`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such secret; [`Error::Decrypt`] when it does not open
+    /// (tampered, moved from another row or workspace, or its tenant key was shredded).
+    pub async fn secret(&self, store: &dyn SecretStore, scope: &Scope, name: &str) -> Result<SecretBytes> {
+        let stored = store.secret(scope, name).await?.ok_or(Error::NotFound)?;
+        self.open(scope, &secret_context(scope.workspace(), &stored.name, stored.purpose), &stored.blob).await
     }
 
     /// Whether a blob should be resealed under the workspace's current tenant key.
