@@ -652,21 +652,64 @@ pub async fn vault_seal_open(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let vault = f.vault(KeyRing::new([kek(1, 1)]).unwrap()).await;
     let (w, r) = (f.a(Action::SecretWrite), f.a(Action::SecretRead));
-    vault.put_secret(store, &w, "lic-1", Purpose::LicenseKey, b"LICENSE-123").await.unwrap();
-    vault.put_secret(store, &w, "lic-2", Purpose::LicenseKey, b"LICENSE-456").await.unwrap();
+    vault
+        .put_secret(store, &w, "lic-1", Purpose::LicenseKey, b"LICENSE-123")
+        .await
+        .unwrap();
+    vault
+        .put_secret(store, &w, "lic-2", Purpose::LicenseKey, b"LICENSE-456")
+        .await
+        .unwrap();
     let stored = store.secret(&r, "lic-1").await.unwrap().unwrap();
-    assert!(!stored.blob.windows(11).any(|w| w == b"LICENSE-123"), "plaintext must not reach the store");
-    assert_eq!(vault.secret(store, &r, "lic-1").await.unwrap().expose(), b"LICENSE-123");
-    assert_eq!(kind(vault.secret(store, &r, "missing").await), ErrorKind::NotFound);
+    assert!(
+        !stored.blob.windows(11).any(|w| w == b"LICENSE-123"),
+        "plaintext must not reach the store"
+    );
+    assert_eq!(
+        vault.secret(store, &r, "lic-1").await.unwrap().expose(),
+        b"LICENSE-123"
+    );
+    assert_eq!(
+        kind(vault.secret(store, &r, "missing").await),
+        ErrorKind::NotFound
+    );
     // A blob copied to another row, or into another workspace, does not open there.
-    store.put_secret(&w, &StoredSecret { name: "lic-2".into(), ..stored.clone() }).await.unwrap();
-    assert_eq!(kind(vault.secret(store, &r, "lic-2").await), ErrorKind::Decrypt);
-    store.put_secret(&f.b(Action::SecretWrite), &stored).await.unwrap();
-    assert_eq!(kind(vault.secret(store, &f.b(Action::SecretRead), "lic-1").await), ErrorKind::Decrypt);
+    store
+        .put_secret(
+            &w,
+            &StoredSecret {
+                name: "lic-2".into(),
+                ..stored.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kind(vault.secret(store, &r, "lic-2").await),
+        ErrorKind::Decrypt
+    );
+    store
+        .put_secret(&f.b(Action::SecretWrite), &stored)
+        .await
+        .unwrap();
+    assert_eq!(
+        kind(vault.secret(store, &f.b(Action::SecretRead), "lic-1").await),
+        ErrorKind::Decrypt
+    );
     // A context naming another workspace than the scope is refused before any key is touched.
     let ctx = SecretContext::license_key(f.a, "lic-1");
-    assert_eq!(kind(vault.open(&f.b(Action::SecretRead), &ctx, &stored.blob).await), ErrorKind::Denied);
-    assert_eq!(kind(vault.put_secret(store, &r, "x", Purpose::Other, b"x").await), ErrorKind::Denied);
+    assert_eq!(
+        kind(
+            vault
+                .open(&f.b(Action::SecretRead), &ctx, &stored.blob)
+                .await
+        ),
+        ErrorKind::Denied
+    );
+    assert_eq!(
+        kind(vault.put_secret(store, &r, "x", Purpose::Other, b"x").await),
+        ErrorKind::Denied
+    );
     assert_eq!(store.tenant_keys(&w).await.unwrap().len(), 1);
 }
 
@@ -836,12 +879,24 @@ fn day(n: i64) -> time::Date {
 
 async fn add_site(f: &Fixture, ws: WorkspaceId, domain: &str) {
     let admin = if ws == f.a { &f.admin_a } else { &f.admin_b };
-    let scope = f.gate.authorize(admin, ws, Action::WorkspaceUpdate).unwrap();
-    f.store.add_site(&scope, domain, f.clock.now()).await.expect("add site");
+    let scope = f
+        .gate
+        .authorize(admin, ws, Action::WorkspaceUpdate)
+        .unwrap();
+    f.store
+        .add_site(&scope, domain, f.clock.now())
+        .await
+        .expect("add site");
 }
 
 fn ingest_scope(f: &Fixture, ws: WorkspaceId) -> Scope {
-    f.gate.authorize(&Principal::Collector { workspace: ws }, ws, Action::EventIngest).unwrap()
+    f.gate
+        .authorize(
+            &Principal::Collector { workspace: ws },
+            ws,
+            Action::EventIngest,
+        )
+        .unwrap()
 }
 
 fn event(ws: WorkspaceId, id: u128, at: OffsetDateTime) -> Event {
@@ -853,9 +908,14 @@ fn event(ws: WorkspaceId, id: u128, at: OffsetDateTime) -> Event {
         hostname: "example.com".into(),
         pathname: format!("/p/{id}?utm_source=x"),
         referrer: Some("https://duckduckgo.com/".into()),
-        props: [("plan".to_owned(), "pro".to_owned())].into_iter().collect(),
-        revenue: Some(Revenue { amount: "19.99".into(), currency: "EUR".into() }),
-        interactive: id % 2 == 0,
+        props: [("plan".to_owned(), "pro".to_owned())]
+            .into_iter()
+            .collect(),
+        revenue: Some(Revenue {
+            amount: "19.99".into(),
+            currency: "EUR".into(),
+        }),
+        interactive: id.is_multiple_of(2),
         visitor: VisitorId([id as u8; 16]),
         received_at: at,
     }
@@ -864,7 +924,9 @@ fn event(ws: WorkspaceId, id: u128, at: OffsetDateTime) -> Event {
 fn batch_of(f: &Fixture, events: &[Event]) -> EventBatch {
     let mut batch = EventBatch::new(Region::Eu);
     for e in events {
-        batch.push(Region::Eu, ingest_scope(f, e.workspace), e.clone()).unwrap();
+        batch
+            .push(Region::Eu, ingest_scope(f, e.workspace), e.clone())
+            .unwrap();
     }
     batch
 }
@@ -873,20 +935,78 @@ fn batch_of(f: &Fixture, events: &[Event]) -> EventBatch {
 pub async fn site_rules(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let store = store.as_ref();
-    let site = store.add_site(&f.a(Action::WorkspaceUpdate), "WWW.Example.COM", f.clock.now()).await.unwrap();
+    let site = store
+        .add_site(
+            &f.a(Action::WorkspaceUpdate),
+            "WWW.Example.COM",
+            f.clock.now(),
+        )
+        .await
+        .unwrap();
     assert_eq!((site.domain.as_str(), site.workspace), ("example.com", f.a));
-    assert_eq!(kind(store.add_site(&f.b(Action::WorkspaceUpdate), "example.com", f.clock.now()).await), ErrorKind::Conflict);
-    assert_eq!(kind(store.add_site(&f.a(Action::WorkspaceRead), "other.com", f.clock.now()).await), ErrorKind::Denied);
-    for bad in ["", "http://x.com", "x.com/path", "a b.com", &format!("{}.com", "a".repeat(64))] {
-        assert_eq!(kind(store.add_site(&f.a(Action::WorkspaceUpdate), bad, f.clock.now()).await), ErrorKind::Invalid, "{bad:?}");
+    assert_eq!(
+        kind(
+            store
+                .add_site(&f.b(Action::WorkspaceUpdate), "example.com", f.clock.now())
+                .await
+        ),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        kind(
+            store
+                .add_site(&f.a(Action::WorkspaceRead), "other.com", f.clock.now())
+                .await
+        ),
+        ErrorKind::Denied
+    );
+    for bad in [
+        "",
+        "http://x.com",
+        "x.com/path",
+        "a b.com",
+        &format!("{}.com", "a".repeat(64)),
+    ] {
+        assert_eq!(
+            kind(
+                store
+                    .add_site(&f.a(Action::WorkspaceUpdate), bad, f.clock.now())
+                    .await
+            ),
+            ErrorKind::Invalid,
+            "{bad:?}"
+        );
     }
-    store.add_site(&f.b(Action::WorkspaceUpdate), "b.example", f.clock.now()).await.unwrap();
-    assert_eq!(store.sites(&f.a(Action::WorkspaceRead)).await.unwrap(), [site]);
-    let blocked: Vec<ipnet::IpNet> = vec!["198.51.100.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
-    store.set_blocked_ips(&f.a(Action::WorkspaceUpdate), &blocked).await.unwrap();
+    store
+        .add_site(&f.b(Action::WorkspaceUpdate), "b.example", f.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sites(&f.a(Action::WorkspaceRead)).await.unwrap(),
+        [site]
+    );
+    let blocked: Vec<ipnet::IpNet> = vec![
+        "198.51.100.0/24".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
+    store
+        .set_blocked_ips(&f.a(Action::WorkspaceUpdate), &blocked)
+        .await
+        .unwrap();
     let route = store.site_route("example.com").await.unwrap().unwrap();
-    assert_eq!((route.workspace, route.region, route.blocked_ips), (f.a, Region::Eu, blocked));
-    assert_eq!(store.site_route("b.example").await.unwrap().unwrap().blocked_ips, []);
+    assert_eq!(
+        (route.workspace, route.region, route.blocked_ips),
+        (f.a, Region::Eu, blocked)
+    );
+    assert_eq!(
+        store
+            .site_route("b.example")
+            .await
+            .unwrap()
+            .unwrap()
+            .blocked_ips,
+        []
+    );
     assert_eq!(store.site_route("unknown.example").await.unwrap(), None);
 }
 
@@ -896,29 +1016,95 @@ pub async fn salt_rules(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let (sa, sb) = (ingest_scope(&f, f.a), ingest_scope(&f, f.b));
     for n in 0..4 {
-        store.insert_salt(&sa, &StoredSalt { day: day(n), blob: vec![n as u8; 8] }).await.unwrap();
+        store
+            .insert_salt(
+                &sa,
+                &StoredSalt {
+                    day: day(n),
+                    blob: vec![n as u8; 8],
+                },
+            )
+            .await
+            .unwrap();
     }
-    store.insert_salt(&sb, &StoredSalt { day: day(0), blob: b"b".to_vec() }).await.unwrap();
-    assert_eq!(kind(store.insert_salt(&sa, &StoredSalt { day: day(1), blob: b"again".to_vec() }).await), ErrorKind::Conflict);
+    store
+        .insert_salt(
+            &sb,
+            &StoredSalt {
+                day: day(0),
+                blob: b"b".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kind(
+            store
+                .insert_salt(
+                    &sa,
+                    &StoredSalt {
+                        day: day(1),
+                        blob: b"again".to_vec()
+                    }
+                )
+                .await
+        ),
+        ErrorKind::Conflict
+    );
     let got = store.salts(&sa, &[day(1), day(9), day(3)]).await.unwrap();
     let days: Vec<_> = got.iter().map(|s| (s.day, s.blob.clone())).collect();
-    assert!(days.contains(&(day(1), vec![1; 8])) && days.contains(&(day(3), vec![3; 8])) && days.len() == 2);
+    assert!(
+        days.contains(&(day(1), vec![1; 8]))
+            && days.contains(&(day(3), vec![3; 8]))
+            && days.len() == 2
+    );
     assert_eq!(store.salts(&sb, &[day(1)]).await.unwrap(), []);
-    let mut with_old = store.workspaces_with_salts_before(day(2), None, 10).await.unwrap();
+    let mut with_old = store
+        .workspaces_with_salts_before(day(2), None, 10)
+        .await
+        .unwrap();
     with_old.sort();
     let mut both = vec![f.a, f.b];
     both.sort();
     assert_eq!(with_old, both);
-    assert_eq!(store.workspaces_with_salts_before(day(0), None, 10).await.unwrap(), []);
-    assert_eq!(kind(store.destroy_salts_before(&sa, day(2), f.clock.now()).await), ErrorKind::Denied);
-    let destroyed = store.destroy_salts_before(&f.keys(f.a), day(2), f.clock.now()).await.unwrap();
+    assert_eq!(
+        store
+            .workspaces_with_salts_before(day(0), None, 10)
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        kind(store.destroy_salts_before(&sa, day(2), f.clock.now()).await),
+        ErrorKind::Denied
+    );
+    let destroyed = store
+        .destroy_salts_before(&f.keys(f.a), day(2), f.clock.now())
+        .await
+        .unwrap();
     assert_eq!(destroyed, [day(0), day(1)]);
     assert_eq!(store.salts(&sa, &[day(0), day(1)]).await.unwrap(), []);
-    assert_eq!(store.salts(&sb, &[day(0)]).await.unwrap().len(), 1, "B's salt untouched");
-    let records = store.salt_destructions(&f.a(Action::AuditRead)).await.unwrap();
-    assert_eq!(records.iter().map(|r| r.day).collect::<Vec<_>>(), [day(0), day(1)]);
+    assert_eq!(
+        store.salts(&sb, &[day(0)]).await.unwrap().len(),
+        1,
+        "B's salt untouched"
+    );
+    let records = store
+        .salt_destructions(&f.a(Action::AuditRead))
+        .await
+        .unwrap();
+    assert_eq!(
+        records.iter().map(|r| r.day).collect::<Vec<_>>(),
+        [day(0), day(1)]
+    );
     assert!(records.iter().all(|r| r.destroyed_at == f.clock.now()));
-    assert_eq!(store.salt_destructions(&f.b(Action::AuditRead)).await.unwrap(), []);
+    assert_eq!(
+        store
+            .salt_destructions(&f.b(Action::AuditRead))
+            .await
+            .unwrap(),
+        []
+    );
 }
 
 /// An event id is stored once per workspace, within a batch and across batches; reads are
@@ -927,21 +1113,75 @@ pub async fn event_idempotency_and_order(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let store = store.as_ref();
     let t = f.clock.now();
-    let first = [event(f.a, 3, t + Duration::seconds(2)), event(f.a, 1, t), event(f.a, 3, t), event(f.a, 2, t)];
+    let first = [
+        event(f.a, 3, t + Duration::seconds(2)),
+        event(f.a, 1, t),
+        event(f.a, 3, t),
+        event(f.a, 2, t),
+    ];
     let verdicts = store.append_events(&batch_of(&f, &first)).await.unwrap();
-    assert_eq!(verdicts, [Verdict::Accepted, Verdict::Accepted, Verdict::Duplicate, Verdict::Accepted]);
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Accepted,
+            Verdict::Accepted,
+            Verdict::Duplicate,
+            Verdict::Accepted
+        ]
+    );
     let retry = [event(f.a, 1, t), event(f.a, 4, t + Duration::seconds(1))];
-    assert_eq!(store.append_events(&batch_of(&f, &retry)).await.unwrap(), [Verdict::Duplicate, Verdict::Accepted]);
+    assert_eq!(
+        store.append_events(&batch_of(&f, &retry)).await.unwrap(),
+        [Verdict::Duplicate, Verdict::Accepted]
+    );
     let read = f.a(Action::EventRead);
-    let events = store.events(&read, t, t + Duration::hours(1), 100).await.unwrap();
+    let events = store
+        .events(&read, t, t + Duration::hours(1), 100)
+        .await
+        .unwrap();
     let ids: Vec<u128> = events.iter().map(|e| e.id.0.as_u128()).collect();
     assert_eq!(ids, [1, 2, 4, 3]);
     assert_eq!(events[0], event(f.a, 1, t), "every field round-trips");
-    assert_eq!(store.events(&read, t, t + Duration::hours(1), 2).await.unwrap().len(), 2);
-    assert_eq!(store.events(&read, t + Duration::seconds(1), t + Duration::seconds(2), 100).await.unwrap().len(), 1);
-    assert!(store.has_event(&read, EventId(uuid::Uuid::from_u128(4))).await.unwrap());
-    assert!(!store.has_event(&read, EventId(uuid::Uuid::from_u128(5))).await.unwrap());
-    assert_eq!(store.append_events(&EventBatch::new(Region::Eu)).await.unwrap(), []);
+    assert_eq!(
+        store
+            .events(&read, t, t + Duration::hours(1), 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .events(
+                &read,
+                t + Duration::seconds(1),
+                t + Duration::seconds(2),
+                100
+            )
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .has_event(&read, EventId(uuid::Uuid::from_u128(4)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .has_event(&read, EventId(uuid::Uuid::from_u128(5)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .append_events(&EventBatch::new(Region::Eu))
+            .await
+            .unwrap(),
+        []
+    );
 }
 
 /// The same event id in two workspaces is two events; no read or count crosses workspaces.
@@ -950,21 +1190,66 @@ pub async fn event_isolation(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let t = f.clock.now();
     let mixed = [event(f.a, 1, t), event(f.b, 1, t), event(f.b, 2, t)];
-    assert_eq!(store.append_events(&batch_of(&f, &mixed)).await.unwrap(), [Verdict::Accepted; 3]);
+    assert_eq!(
+        store.append_events(&batch_of(&f, &mixed)).await.unwrap(),
+        [Verdict::Accepted; 3]
+    );
     let mut drops = EventBatch::new(Region::Eu);
-    drops.push_drop(Region::Eu, ingest_scope(&f, f.b), t.date(), RejectReason::Bot, 3).unwrap();
+    drops
+        .push_drop(
+            Region::Eu,
+            ingest_scope(&f, f.b),
+            t.date(),
+            RejectReason::Bot,
+            3,
+        )
+        .unwrap();
     store.append_events(&drops).await.unwrap();
-    let in_a = store.events(&f.a(Action::EventRead), t, t + Duration::hours(1), 100).await.unwrap();
+    let in_a = store
+        .events(&f.a(Action::EventRead), t, t + Duration::hours(1), 100)
+        .await
+        .unwrap();
     assert_eq!(in_a, [event(f.a, 1, t)]);
-    assert!(!store.has_event(&f.a(Action::EventRead), EventId(uuid::Uuid::from_u128(2))).await.unwrap());
-    assert_eq!(store.drop_counts(&f.a(Action::EventRead)).await.unwrap(), []);
+    assert!(
+        !store
+            .has_event(&f.a(Action::EventRead), EventId(uuid::Uuid::from_u128(2)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.drop_counts(&f.a(Action::EventRead)).await.unwrap(),
+        []
+    );
     assert_eq!(
         store.drop_counts(&f.b(Action::EventRead)).await.unwrap(),
-        [DropCount { day: t.date(), reason: RejectReason::Bot, count: 3 }]
+        [DropCount {
+            day: t.date(),
+            reason: RejectReason::Bot,
+            count: 3
+        }]
     );
-    let gone = store.delete_events_before(&f.gate.authorize(&Principal::System(SystemTask::Retention), f.a, Action::RetentionEnforce).unwrap(), t + Duration::hours(1)).await.unwrap();
+    let gone = store
+        .delete_events_before(
+            &f.gate
+                .authorize(
+                    &Principal::System(SystemTask::Retention),
+                    f.a,
+                    Action::RetentionEnforce,
+                )
+                .unwrap(),
+            t + Duration::hours(1),
+        )
+        .await
+        .unwrap();
     assert_eq!(gone, 1);
-    assert_eq!(store.events(&f.b(Action::EventRead), t, t + Duration::hours(1), 100).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .events(&f.b(Action::EventRead), t, t + Duration::hours(1), 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// A batch for another region, or under a scope that is not the event's ingest scope, writes
@@ -973,15 +1258,41 @@ pub async fn event_batch_region_and_scope(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let t = f.clock.now();
     let mut batch = EventBatch::new(Region::Eu);
-    assert_eq!(kind(batch.push(Region::Us, ingest_scope(&f, f.a), event(f.a, 1, t))), ErrorKind::Invalid);
-    assert_eq!(kind(batch.push(Region::Eu, ingest_scope(&f, f.b), event(f.a, 1, t))), ErrorKind::Denied);
-    assert_eq!(kind(batch.push(Region::Eu, f.a(Action::EventRead), event(f.a, 1, t))), ErrorKind::Denied);
-    let other = if store.region() == Region::Eu { Region::Us } else { Region::Eu };
+    assert_eq!(
+        kind(batch.push(Region::Us, ingest_scope(&f, f.a), event(f.a, 1, t))),
+        ErrorKind::Invalid
+    );
+    assert_eq!(
+        kind(batch.push(Region::Eu, ingest_scope(&f, f.b), event(f.a, 1, t))),
+        ErrorKind::Denied
+    );
+    assert_eq!(
+        kind(batch.push(Region::Eu, f.a(Action::EventRead), event(f.a, 1, t))),
+        ErrorKind::Denied
+    );
+    let other = if store.region() == Region::Eu {
+        Region::Us
+    } else {
+        Region::Eu
+    };
     let mut foreign = EventBatch::new(other);
-    foreign.push(other, ingest_scope(&f, f.a), event(f.a, 1, t)).unwrap();
-    assert_eq!(kind(store.append_events(&foreign).await), ErrorKind::Invalid);
-    assert!(!store.has_event(&f.a(Action::EventRead), EventId(uuid::Uuid::from_u128(1))).await.unwrap());
-    assert_eq!(kind(store.events(&ingest_scope(&f, f.a), t, t, 1).await), ErrorKind::Denied);
+    foreign
+        .push(other, ingest_scope(&f, f.a), event(f.a, 1, t))
+        .unwrap();
+    assert_eq!(
+        kind(store.append_events(&foreign).await),
+        ErrorKind::Invalid
+    );
+    assert!(
+        !store
+            .has_event(&f.a(Action::EventRead), EventId(uuid::Uuid::from_u128(1)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        kind(store.events(&ingest_scope(&f, f.a), t, t, 1).await),
+        ErrorKind::Denied
+    );
 }
 
 /// Retention deletes only older events of one workspace, and needs the retention action.
@@ -989,15 +1300,54 @@ pub async fn retention_delete(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let store = store.as_ref();
     let t = f.clock.now();
-    let events: Vec<Event> = (0..10).map(|i| event(f.a, i, t + Duration::days(i as i64))).collect();
+    let events: Vec<Event> = (0..10)
+        .map(|i| event(f.a, i, t + Duration::days(i as i64)))
+        .collect();
     store.append_events(&batch_of(&f, &events)).await.unwrap();
-    store.append_events(&batch_of(&f, &[event(f.b, 0, t)])).await.unwrap();
-    assert_eq!(kind(store.delete_events_before(&f.a(Action::EventRead), t + Duration::days(5)).await), ErrorKind::Denied);
-    let retention = |ws| f.gate.authorize(&Principal::System(SystemTask::Retention), ws, Action::RetentionEnforce).unwrap();
-    assert_eq!(store.delete_events_before(&retention(f.a), t + Duration::days(5)).await.unwrap(), 5);
-    let left = store.events(&f.a(Action::EventRead), t, t + Duration::days(30), 100).await.unwrap();
-    assert_eq!(left.iter().map(|e| e.id.0.as_u128()).collect::<Vec<_>>(), [5, 6, 7, 8, 9]);
-    assert_eq!(store.events(&f.b(Action::EventRead), t, t + Duration::days(1), 100).await.unwrap().len(), 1);
+    store
+        .append_events(&batch_of(&f, &[event(f.b, 0, t)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        kind(
+            store
+                .delete_events_before(&f.a(Action::EventRead), t + Duration::days(5))
+                .await
+        ),
+        ErrorKind::Denied
+    );
+    let retention = |ws| {
+        f.gate
+            .authorize(
+                &Principal::System(SystemTask::Retention),
+                ws,
+                Action::RetentionEnforce,
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        store
+            .delete_events_before(&retention(f.a), t + Duration::days(5))
+            .await
+            .unwrap(),
+        5
+    );
+    let left = store
+        .events(&f.a(Action::EventRead), t, t + Duration::days(30), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.id.0.as_u128()).collect::<Vec<_>>(),
+        [5, 6, 7, 8, 9]
+    );
+    assert_eq!(
+        store
+            .events(&f.b(Action::EventRead), t, t + Duration::days(1), 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// The collector over this store: accepted once, duplicate on retry, filtered with a reason and a
@@ -1006,37 +1356,91 @@ pub async fn collector_end_to_end(store: Arc<dyn Store>) {
     use crate::ingest::batcher::{self, BatcherConfig};
     use crate::ingest::bot::BotFilter;
     use crate::ingest::privacy::Salts;
-    use crate::ingest::{ClientInfo, CollectError, Collector, CollectorConfig, Outcome, event::parse};
+    use crate::ingest::{
+        ClientInfo, CollectError, Collector, CollectorConfig, Outcome, event::parse,
+    };
 
     let f = Fixture::new(store.clone()).await;
     add_site(&f, f.a, "example.com").await;
     let us = WorkspaceId::new();
     let us_scope = f.system_create(us);
-    f.store.create_workspace(&us_scope, "US", Region::Us, f.clock.now()).await.unwrap();
-    let us_admin = Principal::Member { user: UserId::new(), memberships: vec![(us, Role::Admin)] };
-    f.store.add_site(&f.gate.authorize(&us_admin, us, Action::WorkspaceUpdate).unwrap(), "us.example", f.clock.now()).await.unwrap();
-    f.store.set_blocked_ips(&f.a(Action::WorkspaceUpdate), &["198.51.100.0/24".parse().unwrap()]).await.unwrap();
+    f.store
+        .create_workspace(&us_scope, "US", Region::Us, f.clock.now())
+        .await
+        .unwrap();
+    let us_admin = Principal::Member {
+        user: UserId::new(),
+        memberships: vec![(us, Role::Admin)],
+    };
+    f.store
+        .add_site(
+            &f.gate
+                .authorize(&us_admin, us, Action::WorkspaceUpdate)
+                .unwrap(),
+            "us.example",
+            f.clock.now(),
+        )
+        .await
+        .unwrap();
+    f.store
+        .set_blocked_ips(
+            &f.a(Action::WorkspaceUpdate),
+            &["198.51.100.0/24".parse().unwrap()],
+        )
+        .await
+        .unwrap();
     let vault = Arc::new(f.vault(KeyRing::new([kek(1, 1)]).unwrap()).await);
     let salts = Arc::new(Salts::new(vault, f.store.clone(), f.clock.clone()));
     let (queue, batcher) = batcher::channel(f.store.clone(), BatcherConfig::default());
-    let collector = Collector::new(CollectorConfig::default(), f.store.clone(), salts, f.gate.clone(), BotFilter::new(), queue, f.clock.clone());
+    let collector = Collector::new(
+        CollectorConfig::default(),
+        f.store.clone(),
+        salts,
+        f.gate.clone(),
+        BotFilter::new(),
+        queue,
+        f.clock.clone(),
+    );
     const IP: &str = "203.0.113.77";
-    const UA: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 LeadmapsTestAgent/1.0";
-    let client = ClientInfo { ip: IP.parse().unwrap(), user_agent: UA };
+    const UA: &str =
+        "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 LeadmapsTestAgent/1.0";
+    let client = ClientInfo {
+        ip: IP.parse().unwrap(),
+        user_agent: UA,
+    };
     let id = uuid::Uuid::from_u128(42);
     let body = serde_json::json!({"n": "pageview", "u": "https://example.com/a?email=x@y.z&utm_source=nl", "r": "https://ddg.gg/?q=1", "id": id});
     let run = async {
-        let one = collector.collect(vec![parse(&body, true)], client).await.unwrap();
+        let one = collector
+            .collect(vec![parse(&body, true)], client)
+            .await
+            .unwrap();
         assert_eq!(one, [Outcome::Accepted(EventId(id))]);
-        let again = collector.collect(vec![parse(&body, true)], client).await.unwrap();
-        assert_eq!(again, [Outcome::Duplicate(EventId(id))], "a retried event is stored once");
+        let again = collector
+            .collect(vec![parse(&body, true)], client)
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            [Outcome::Duplicate(EventId(id))],
+            "a retried event is stored once"
+        );
         let mixed = collector
             .collect(
                 vec![
-                    parse(&serde_json::json!({"n": "x", "u": "https://unknown.example/"}), true),
+                    parse(
+                        &serde_json::json!({"n": "x", "u": "https://unknown.example/"}),
+                        true,
+                    ),
                     parse(&serde_json::json!({"n": "x"}), true),
-                    parse(&serde_json::json!({"n": "x", "u": "https://us.example/"}), true),
-                    parse(&serde_json::json!({"n": "signup", "u": "https://example.com/"}), true),
+                    parse(
+                        &serde_json::json!({"n": "x", "u": "https://us.example/"}),
+                        true,
+                    ),
+                    parse(
+                        &serde_json::json!({"n": "signup", "u": "https://example.com/"}),
+                        true,
+                    ),
                 ],
                 client,
             )
@@ -1046,26 +1450,79 @@ pub async fn collector_end_to_end(store: Arc<dyn Store>) {
         assert_eq!(mixed[1], Outcome::Rejected(RejectReason::UrlMissing));
         assert_eq!(mixed[2], Outcome::Rejected(RejectReason::WrongRegion));
         assert!(matches!(mixed[3], Outcome::Accepted(_)));
-        let only_us = collector.collect(vec![parse(&serde_json::json!({"n": "x", "u": "https://us.example/"}), true)], client).await;
+        let only_us = collector
+            .collect(
+                vec![parse(
+                    &serde_json::json!({"n": "x", "u": "https://us.example/"}),
+                    true,
+                )],
+                client,
+            )
+            .await;
         assert_eq!(only_us, Err(CollectError::WrongRegion));
-        let bot = ClientInfo { ip: client.ip, user_agent: "curl/8.5.0" };
-        let page = || parse(&serde_json::json!({"n": "pageview", "u": "https://example.com/"}), true);
-        assert_eq!(collector.collect(vec![page()], bot).await.unwrap(), [Outcome::Rejected(RejectReason::Bot)]);
-        let blocked = ClientInfo { ip: "198.51.100.9".parse().unwrap(), user_agent: UA };
-        assert_eq!(collector.collect(vec![page()], blocked).await.unwrap(), [Outcome::Rejected(RejectReason::BlockedIp)]);
+        let bot = ClientInfo {
+            ip: client.ip,
+            user_agent: "curl/8.5.0",
+        };
+        let page = || {
+            parse(
+                &serde_json::json!({"n": "pageview", "u": "https://example.com/"}),
+                true,
+            )
+        };
+        assert_eq!(
+            collector.collect(vec![page()], bot).await.unwrap(),
+            [Outcome::Rejected(RejectReason::Bot)]
+        );
+        let blocked = ClientInfo {
+            ip: "198.51.100.9".parse().unwrap(),
+            user_agent: UA,
+        };
+        assert_eq!(
+            collector.collect(vec![page()], blocked).await.unwrap(),
+            [Outcome::Rejected(RejectReason::BlockedIp)]
+        );
         drop(collector);
     };
     tokio::join!(batcher.run(), run);
     let read = f.a(Action::EventRead);
-    let events = f.store.events(&read, f.clock.now() - Duration::hours(1), f.clock.now() + Duration::hours(1), 100).await.unwrap();
+    let events = f
+        .store
+        .events(
+            &read,
+            f.clock.now() - Duration::hours(1),
+            f.clock.now() + Duration::hours(1),
+            100,
+        )
+        .await
+        .unwrap();
     assert_eq!(events.len(), 2);
-    assert_eq!(events.iter().find(|e| e.id == EventId(id)).unwrap().pathname, "/a?utm_source=nl");
-    assert_eq!(events[0].visitor, events[1].visitor, "same client, same day, same visitor");
+    assert_eq!(
+        events
+            .iter()
+            .find(|e| e.id == EventId(id))
+            .unwrap()
+            .pathname,
+        "/a?utm_source=nl"
+    );
+    assert_eq!(
+        events[0].visitor, events[1].visitor,
+        "same client, same day, same visitor"
+    );
     let dump = format!("{events:?}");
-    assert!(!dump.contains(IP) && !dump.contains("LeadmapsTestAgent"), "no IP or user agent in stored events");
+    assert!(
+        !dump.contains(IP) && !dump.contains("LeadmapsTestAgent"),
+        "no IP or user agent in stored events"
+    );
     let mut drops = f.store.drop_counts(&read).await.unwrap();
     drops.sort_by_key(|d| d.reason);
-    assert_eq!(drops.iter().map(|d| (d.reason, d.count)).collect::<Vec<_>>(), [(RejectReason::Bot, 1), (RejectReason::BlockedIp, 1)]);
+    assert_eq!(
+        drops
+            .iter()
+            .map(|d| (d.reason, d.count))
+            .collect::<Vec<_>>(),
+        [(RejectReason::Bot, 1), (RejectReason::BlockedIp, 1)]
+    );
 }
 
 /// Today's salt is made once and shared; yesterday's is kept; salts are destroyed after 48 hours
@@ -1079,20 +1536,53 @@ pub async fn salts_rotate_and_are_destroyed(store: Arc<dyn Store>) {
     let scope = ingest_scope(&f, f.a);
     let first = one.current(&scope).await.unwrap();
     assert!(first.yesterday.is_none());
-    assert_eq!(*two.current(&scope).await.unwrap().today, *first.today, "instances share the salt");
-    let stored = f.store.salts(&scope, &[f.clock.now().date()]).await.unwrap();
-    assert!(!stored[0].blob.windows(32).any(|w| w == &first.today[..]), "salts are sealed at rest");
+    assert_eq!(
+        *two.current(&scope).await.unwrap().today,
+        *first.today,
+        "instances share the salt"
+    );
+    let stored = f
+        .store
+        .salts(&scope, &[f.clock.now().date()])
+        .await
+        .unwrap();
+    assert!(
+        !stored[0].blob.windows(32).any(|w| w == &first.today[..]),
+        "salts are sealed at rest"
+    );
     let ip = "203.0.113.1".parse().unwrap();
     let monday = visitor_id(&first.today, f.a, ip, "UA");
     f.clock.advance(Duration::days(1));
     let next = one.current(&scope).await.unwrap();
     assert_eq!(*next.yesterday.unwrap(), *first.today);
-    assert_ne!(visitor_id(&next.today, f.a, ip, "UA"), monday, "visitor ids do not link across days");
-    assert_eq!(one.destroy_expired(&f.gate).await.unwrap(), 0, "yesterday's salt is kept");
+    assert_ne!(
+        visitor_id(&next.today, f.a, ip, "UA"),
+        monday,
+        "visitor ids do not link across days"
+    );
+    assert_eq!(
+        one.destroy_expired(&f.gate).await.unwrap(),
+        0,
+        "yesterday's salt is kept"
+    );
     f.clock.advance(Duration::days(1));
-    assert_eq!(one.destroy_expired(&f.gate).await.unwrap(), 1, "48 hours after its day began");
-    let records = f.store.salt_destructions(&f.a(Action::AuditRead)).await.unwrap();
+    assert_eq!(
+        one.destroy_expired(&f.gate).await.unwrap(),
+        1,
+        "48 hours after its day began"
+    );
+    let records = f
+        .store
+        .salt_destructions(&f.a(Action::AuditRead))
+        .await
+        .unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].day, start_time().date());
-    assert!(f.store.salts(&scope, &[start_time().date()]).await.unwrap().is_empty());
+    assert!(
+        f.store
+            .salts(&scope, &[start_time().date()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

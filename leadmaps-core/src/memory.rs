@@ -11,9 +11,10 @@ use time::{Date, OffsetDateTime};
 use crate::error::{Error, Result};
 use crate::ingest::{Event, EventBatch, EventId, RejectReason, Verdict};
 use crate::store::{
-    DropCount, EventSink, KeyStore, MAX_SECRET_BLOB, SaltDestruction, SaltStore, SecretStore, Site, SiteRoute,
-    SiteStore, Store, StoredSalt, StoredSecret, Workspace, WorkspaceStore, WrappedTenantKey, normalize_domain,
-    require_secret_read, validate_secret_name, validate_workspace_name,
+    DropCount, EventSink, KeyStore, MAX_SECRET_BLOB, SaltDestruction, SaltStore, SecretStore, Site,
+    SiteRoute, SiteStore, Store, StoredSalt, StoredSecret, Workspace, WorkspaceStore,
+    WrappedTenantKey, normalize_domain, require_secret_read, validate_secret_name,
+    validate_workspace_name,
 };
 use crate::tenancy::{Action, Denied, Region, Scope, WorkspaceId};
 
@@ -53,7 +54,10 @@ impl MemoryStore {
 
     /// An empty store holding `region`.
     pub fn with_region(region: Region) -> Self {
-        Self { region, ..Self::default() }
+        Self {
+            region,
+            ..Self::default()
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -269,7 +273,12 @@ impl KeyStore for MemoryStore {
 
 #[async_trait]
 impl SiteStore for MemoryStore {
-    async fn add_site(&self, scope: &Scope, domain: &str, created_at: OffsetDateTime) -> Result<Site> {
+    async fn add_site(
+        &self,
+        scope: &Scope,
+        domain: &str,
+        created_at: OffsetDateTime,
+    ) -> Result<Site> {
         scope.require(Action::WorkspaceUpdate)?;
         let domain = normalize_domain(domain)?;
         let mut state = self.state();
@@ -279,14 +288,23 @@ impl SiteStore for MemoryStore {
         if state.sites.contains_key(&domain) {
             return Err(Error::Conflict("domain belongs to a site already"));
         }
-        let site = Site { workspace: scope.workspace(), domain: domain.clone(), created_at };
+        let site = Site {
+            workspace: scope.workspace(),
+            domain: domain.clone(),
+            created_at,
+        };
         state.sites.insert(domain, site.clone());
         Ok(site)
     }
 
     async fn sites(&self, scope: &Scope) -> Result<Vec<Site>> {
         let state = self.state();
-        Ok(state.sites.values().filter(|s| s.workspace == scope.workspace()).cloned().collect())
+        Ok(state
+            .sites
+            .values()
+            .filter(|s| s.workspace == scope.workspace())
+            .cloned()
+            .collect())
     }
 
     async fn set_blocked_ips(&self, scope: &Scope, ranges: &[IpNet]) -> Result<()> {
@@ -306,7 +324,11 @@ impl SiteStore for MemoryStore {
             Some(SiteRoute {
                 workspace: site.workspace,
                 region: workspace.region,
-                blocked_ips: state.blocked_ips.get(&site.workspace).cloned().unwrap_or_default(),
+                blocked_ips: state
+                    .blocked_ips
+                    .get(&site.workspace)
+                    .cloned()
+                    .unwrap_or_default(),
             })
         }))
     }
@@ -316,8 +338,18 @@ impl SiteStore for MemoryStore {
 impl SaltStore for MemoryStore {
     async fn salts(&self, scope: &Scope, days: &[Date]) -> Result<Vec<StoredSalt>> {
         let state = self.state();
-        let Some(salts) = state.salts.get(&scope.workspace()) else { return Ok(Vec::new()) };
-        Ok(days.iter().filter_map(|day| salts.get(day).map(|blob| StoredSalt { day: *day, blob: blob.clone() })).collect())
+        let Some(salts) = state.salts.get(&scope.workspace()) else {
+            return Ok(Vec::new());
+        };
+        Ok(days
+            .iter()
+            .filter_map(|day| {
+                salts.get(day).map(|blob| StoredSalt {
+                    day: *day,
+                    blob: blob.clone(),
+                })
+            })
+            .collect())
     }
 
     async fn insert_salt(&self, scope: &Scope, salt: &StoredSalt) -> Result<()> {
@@ -340,26 +372,46 @@ impl SaltStore for MemoryStore {
         Ok(state
             .salts
             .iter()
-            .filter(|(id, salts)| after.is_none_or(|a| **id > a) && salts.keys().any(|d| *d < before))
+            .filter(|(id, salts)| {
+                after.is_none_or(|a| **id > a) && salts.keys().any(|d| *d < before)
+            })
             .map(|(id, _)| *id)
             .take(limit as usize)
             .collect())
     }
 
-    async fn destroy_salts_before(&self, scope: &Scope, before: Date, destroyed_at: OffsetDateTime) -> Result<Vec<Date>> {
+    async fn destroy_salts_before(
+        &self,
+        scope: &Scope,
+        before: Date,
+        destroyed_at: OffsetDateTime,
+    ) -> Result<Vec<Date>> {
         scope.require(Action::KeyManage)?;
         let mut state = self.state();
-        let Some(salts) = state.salts.get_mut(&scope.workspace()) else { return Ok(Vec::new()) };
+        let Some(salts) = state.salts.get_mut(&scope.workspace()) else {
+            return Ok(Vec::new());
+        };
         let keep = salts.split_off(&before);
         let destroyed: Vec<Date> = std::mem::replace(salts, keep).into_keys().collect();
-        let records = state.salt_destructions.entry(scope.workspace()).or_default();
-        records.extend(destroyed.iter().map(|day| SaltDestruction { day: *day, destroyed_at }));
+        let records = state
+            .salt_destructions
+            .entry(scope.workspace())
+            .or_default();
+        records.extend(destroyed.iter().map(|day| SaltDestruction {
+            day: *day,
+            destroyed_at,
+        }));
         Ok(destroyed)
     }
 
     async fn salt_destructions(&self, scope: &Scope) -> Result<Vec<SaltDestruction>> {
         scope.require(Action::AuditRead)?;
-        Ok(self.state().salt_destructions.get(&scope.workspace()).cloned().unwrap_or_default())
+        Ok(self
+            .state()
+            .salt_destructions
+            .get(&scope.workspace())
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -382,23 +434,45 @@ impl EventSink for MemoryStore {
         let mut state = self.state();
         let mut verdicts = Vec::with_capacity(batch.events().len());
         for (_, event) in batch.events() {
-            if state.event_ids.entry(event.workspace).or_default().insert(event.id) {
-                state.events.entry(event.workspace).or_default().insert((event.received_at, event.id), event.clone());
+            if state
+                .event_ids
+                .entry(event.workspace)
+                .or_default()
+                .insert(event.id)
+            {
+                state
+                    .events
+                    .entry(event.workspace)
+                    .or_default()
+                    .insert((event.received_at, event.id), event.clone());
                 verdicts.push(Verdict::Accepted);
             } else {
                 verdicts.push(Verdict::Duplicate);
             }
         }
         for (scope, day, reason, count) in batch.drops() {
-            *state.drops.entry(scope.workspace()).or_default().entry((*day, *reason)).or_default() += count;
+            *state
+                .drops
+                .entry(scope.workspace())
+                .or_default()
+                .entry((*day, *reason))
+                .or_default() += count;
         }
         Ok(verdicts)
     }
 
-    async fn events(&self, scope: &Scope, from: OffsetDateTime, to: OffsetDateTime, limit: u32) -> Result<Vec<Event>> {
+    async fn events(
+        &self,
+        scope: &Scope,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
         scope.require(Action::EventRead)?;
         let state = self.state();
-        let Some(events) = state.events.get(&scope.workspace()) else { return Ok(Vec::new()) };
+        let Some(events) = state.events.get(&scope.workspace()) else {
+            return Ok(Vec::new());
+        };
         Ok(events
             .range((from, EventId(uuid::Uuid::nil()))..)
             .take_while(|((at, _), _)| *at < to)
@@ -409,7 +483,11 @@ impl EventSink for MemoryStore {
 
     async fn has_event(&self, scope: &Scope, id: EventId) -> Result<bool> {
         scope.require(Action::EventRead)?;
-        Ok(self.state().event_ids.get(&scope.workspace()).is_some_and(|ids| ids.contains(&id)))
+        Ok(self
+            .state()
+            .event_ids
+            .get(&scope.workspace())
+            .is_some_and(|ids| ids.contains(&id)))
     }
 
     async fn drop_counts(&self, scope: &Scope) -> Result<Vec<DropCount>> {
@@ -418,15 +496,27 @@ impl EventSink for MemoryStore {
         Ok(state
             .drops
             .get(&scope.workspace())
-            .map(|d| d.iter().map(|((day, reason), count)| DropCount { day: *day, reason: *reason, count: *count }).collect())
+            .map(|d| {
+                d.iter()
+                    .map(|((day, reason), count)| DropCount {
+                        day: *day,
+                        reason: *reason,
+                        count: *count,
+                    })
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
     async fn delete_events_before(&self, scope: &Scope, cutoff: OffsetDateTime) -> Result<u64> {
         scope.require(Action::RetentionEnforce)?;
         let mut state = self.state();
-        let State { events, event_ids, .. } = &mut *state;
-        let Some(events) = events.get_mut(&scope.workspace()) else { return Ok(0) };
+        let State {
+            events, event_ids, ..
+        } = &mut *state;
+        let Some(events) = events.get_mut(&scope.workspace()) else {
+            return Ok(0);
+        };
         let keep = events.split_off(&(cutoff, EventId(uuid::Uuid::nil())));
         let gone = std::mem::replace(events, keep);
         if let Some(ids) = event_ids.get_mut(&scope.workspace()) {

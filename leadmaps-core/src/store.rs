@@ -250,11 +250,16 @@ pub fn normalize_domain(domain: &str) -> Result<String> {
         return Err(Error::invalid("domain must be 1 to 253 bytes"));
     }
     let label_ok = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if !domain.split('.').all(label_ok) {
-        return Err(Error::invalid("domain must be a host name such as example.com"));
+        return Err(Error::invalid(
+            "domain must be a host name such as example.com",
+        ));
     }
     Ok(domain)
 }
@@ -267,7 +272,12 @@ pub trait SiteStore: Send + Sync {
     ///
     /// # Errors
     /// [`Error::Conflict`] when any workspace has the domain; [`Error::Invalid`] for a bad one.
-    async fn add_site(&self, scope: &Scope, domain: &str, created_at: OffsetDateTime) -> Result<Site>;
+    async fn add_site(
+        &self,
+        scope: &Scope,
+        domain: &str,
+        created_at: OffsetDateTime,
+    ) -> Result<Site>;
 
     /// The workspace's sites, by domain.
     async fn sites(&self, scope: &Scope) -> Result<Vec<Site>>;
@@ -381,7 +391,9 @@ pub trait EventSink: Send + Sync {
 }
 
 /// Every store trait, for `Arc<dyn Store>`.
-pub trait Store: WorkspaceStore + SecretStore + KeyStore + SiteStore + SaltStore + EventSink {
+pub trait Store:
+    WorkspaceStore + SecretStore + KeyStore + SiteStore + SaltStore + EventSink
+{
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {
         Capabilities::default()

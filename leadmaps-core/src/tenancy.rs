@@ -230,7 +230,9 @@ impl SystemTask {
     const fn permits(self, action: Action) -> bool {
         match self {
             SystemTask::Provisioning => matches!(action, Action::WorkspaceCreate),
-            SystemTask::KeyRotation | SystemTask::SaltRotation => matches!(action, Action::KeyManage),
+            SystemTask::KeyRotation | SystemTask::SaltRotation => {
+                matches!(action, Action::KeyManage)
+            }
             SystemTask::Retention => matches!(action, Action::RetentionEnforce),
         }
     }

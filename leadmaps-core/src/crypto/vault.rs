@@ -220,8 +220,23 @@ impl Vault {
     ) -> Result<()> {
         scope.require(Action::SecretWrite)?;
         crate::store::validate_secret_name(name)?;
-        let blob = self.seal(scope, &secret_context(scope.workspace(), name, purpose), plaintext).await?;
-        store.put_secret(scope, &StoredSecret { name: name.to_owned(), purpose, blob }).await
+        let blob = self
+            .seal(
+                scope,
+                &secret_context(scope.workspace(), name, purpose),
+                plaintext,
+            )
+            .await?;
+        store
+            .put_secret(
+                scope,
+                &StoredSecret {
+                    name: name.to_owned(),
+                    purpose,
+                    blob,
+                },
+            )
+            .await
     }
 
     /// Reads and opens the workspace's secret `name`. Requires [`Action::SecretRead`] or
@@ -230,9 +245,19 @@ impl Vault {
     /// # Errors
     /// [`Error::NotFound`] when there is no such secret; [`Error::Decrypt`] when it does not open
     /// (tampered, moved from another row or workspace, or its tenant key was shredded).
-    pub async fn secret(&self, store: &dyn SecretStore, scope: &Scope, name: &str) -> Result<SecretBytes> {
+    pub async fn secret(
+        &self,
+        store: &dyn SecretStore,
+        scope: &Scope,
+        name: &str,
+    ) -> Result<SecretBytes> {
         let stored = store.secret(scope, name).await?.ok_or(Error::NotFound)?;
-        self.open(scope, &secret_context(scope.workspace(), &stored.name, stored.purpose), &stored.blob).await
+        self.open(
+            scope,
+            &secret_context(scope.workspace(), &stored.name, stored.purpose),
+            &stored.blob,
+        )
+        .await
     }
 
     /// Whether a blob should be resealed under the workspace's current tenant key.

@@ -37,7 +37,12 @@ pub struct BatcherConfig {
 
 impl Default for BatcherConfig {
     fn default() -> Self {
-        Self { max_events: 1000, queue_capacity: 4096, linger: Duration::ZERO, sleeper: None }
+        Self {
+            max_events: 1000,
+            queue_capacity: 4096,
+            linger: Duration::ZERO,
+            sleeper: None,
+        }
     }
 }
 
@@ -110,7 +115,9 @@ impl BatchQueue {
     /// [`QueueFull`] when the queue is at capacity or the batcher has stopped.
     pub fn submit(&self, batch: EventBatch) -> Result<Pending, QueueFull> {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Job { batch, reply }).map_err(|_| QueueFull)?;
+        self.tx
+            .try_send(Job { batch, reply })
+            .map_err(|_| QueueFull)?;
         self.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
         Ok(Pending(rx))
     }
@@ -132,7 +139,9 @@ pub struct Batcher {
 
 impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batcher").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Batcher")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +149,18 @@ impl std::fmt::Debug for Batcher {
 pub fn channel(sink: Arc<dyn EventSink>, config: BatcherConfig) -> (BatchQueue, Batcher) {
     let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
     let stats = Arc::new(BatcherStats::default());
-    (BatchQueue { tx, stats: stats.clone() }, Batcher { rx, sink, config, stats })
+    (
+        BatchQueue {
+            tx,
+            stats: stats.clone(),
+        },
+        Batcher {
+            rx,
+            sink,
+            config,
+            stats,
+        },
+    )
 }
 
 impl Batcher {
@@ -166,13 +186,16 @@ impl Batcher {
             let mut size = Self::size(&first);
             let mut jobs = vec![first];
             self.take_ready(&mut jobs, &mut size);
-            if size < self.config.max_events && !self.config.linger.is_zero() {
-                if let Some(sleep) = &self.config.sleeper {
-                    sleep(self.config.linger).await;
-                    self.take_ready(&mut jobs, &mut size);
-                }
+            if let Some(sleep) = &self.config.sleeper
+                && size < self.config.max_events
+                && !self.config.linger.is_zero()
+            {
+                sleep(self.config.linger).await;
+                self.take_ready(&mut jobs, &mut size);
             }
-            self.stats.queue_depth.fetch_sub(jobs.len(), Ordering::Relaxed);
+            self.stats
+                .queue_depth
+                .fetch_sub(jobs.len(), Ordering::Relaxed);
             self.commit(jobs).await;
         }
     }
@@ -190,8 +213,12 @@ impl Batcher {
         match self.sink.append_events(&group).await {
             Ok(verdicts) if verdicts.len() == group.events().len() => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.stats.committed_items.fetch_add(items, Ordering::Relaxed);
-                self.stats.max_group.fetch_max(items as usize, Ordering::Relaxed);
+                self.stats
+                    .committed_items
+                    .fetch_add(items, Ordering::Relaxed);
+                self.stats
+                    .max_group
+                    .fetch_max(items as usize, Ordering::Relaxed);
                 let mut rest = verdicts.as_slice();
                 for (reply, count) in replies.into_iter().zip(counts) {
                     let (mine, tail) = rest.split_at(count);

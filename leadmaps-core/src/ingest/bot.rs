@@ -9,20 +9,70 @@ use super::event::RejectReason;
 
 /// Lower-case substrings of user agents that are not people. Matched anywhere in the agent.
 pub const BOT_AGENTS: &[&str] = &[
-    "bot", "crawl", "spider", "slurp", "headless", "phantomjs", "puppeteer", "playwright",
-    "selenium", "webdriver", "lighthouse", "pingdom", "uptimerobot", "statuscake", "gtmetrix",
-    "curl/", "wget/", "httpie/", "python-requests", "python-urllib", "aiohttp", "go-http-client",
-    "java/", "okhttp", "axios/", "node-fetch", "undici", "scrapy", "libwww-perl", "httpclient",
-    "facebookexternalhit", "embedly", "preview", "ahrefs", "semrush", "mj12", "dataprovider",
-    "petalbot", "bytespider", "gptbot", "ccbot", "claudebot", "perplexity", "applebot",
+    "bot",
+    "crawl",
+    "spider",
+    "slurp",
+    "headless",
+    "phantomjs",
+    "puppeteer",
+    "playwright",
+    "selenium",
+    "webdriver",
+    "lighthouse",
+    "pingdom",
+    "uptimerobot",
+    "statuscake",
+    "gtmetrix",
+    "curl/",
+    "wget/",
+    "httpie/",
+    "python-requests",
+    "python-urllib",
+    "aiohttp",
+    "go-http-client",
+    "java/",
+    "okhttp",
+    "axios/",
+    "node-fetch",
+    "undici",
+    "scrapy",
+    "libwww-perl",
+    "httpclient",
+    "facebookexternalhit",
+    "embedly",
+    "preview",
+    "ahrefs",
+    "semrush",
+    "mj12",
+    "dataprovider",
+    "petalbot",
+    "bytespider",
+    "gptbot",
+    "ccbot",
+    "claudebot",
+    "perplexity",
+    "applebot",
 ];
 
 /// Referrer domains known for spam. A subdomain of a listed domain matches too.
 pub const SPAM_REFERRERS: &[&str] = &[
-    "semalt.com", "buttons-for-website.com", "buttons-for-your-website.com", "darodar.com",
-    "best-seo-offer.com", "ilovevitaly.com", "priceg.com", "hulfingtonpost.com",
-    "bestwebsitesawards.com", "o-o-6-o-o.com", "4webmasters.org", "free-social-buttons.com",
-    "trafficmonetize.org", "get-free-traffic-now.com", "event-tracking.com", "success-seo.com",
+    "semalt.com",
+    "buttons-for-website.com",
+    "buttons-for-your-website.com",
+    "darodar.com",
+    "best-seo-offer.com",
+    "ilovevitaly.com",
+    "priceg.com",
+    "hulfingtonpost.com",
+    "bestwebsitesawards.com",
+    "o-o-6-o-o.com",
+    "4webmasters.org",
+    "free-social-buttons.com",
+    "trafficmonetize.org",
+    "get-free-traffic-now.com",
+    "event-tracking.com",
+    "success-seo.com",
 ];
 
 /// The filter, with the built-in lists and any extra spam domains.
@@ -39,7 +89,8 @@ impl BotFilter {
 
     /// Adds referrer spam domains (lower case).
     pub fn with_spam_domains(mut self, domains: impl IntoIterator<Item = String>) -> Self {
-        self.extra_spam.extend(domains.into_iter().map(|d| d.to_ascii_lowercase()));
+        self.extra_spam
+            .extend(domains.into_iter().map(|d| d.to_ascii_lowercase()));
         self
     }
 
@@ -87,7 +138,10 @@ pub fn is_bot(user_agent: &str) -> bool {
 }
 
 fn referrer_host(referrer: &str) -> Option<String> {
-    url::Url::parse(referrer).ok()?.host_str().map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
+    url::Url::parse(referrer)
+        .ok()?
+        .host_str()
+        .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -100,7 +154,10 @@ mod tests {
     fn people_pass_and_bots_do_not() {
         let filter = BotFilter::new();
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
-        assert_eq!(filter.check(FIREFOX, Some("https://duckduckgo.com/"), ip, &[]), None);
+        assert_eq!(
+            filter.check(FIREFOX, Some("https://duckduckgo.com/"), ip, &[]),
+            None
+        );
         for agent in [
             "",
             "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
@@ -108,7 +165,11 @@ mod tests {
             "curl/8.5.0",
             "python-requests/2.31",
         ] {
-            assert_eq!(filter.check(agent, None, ip, &[]), Some(RejectReason::Bot), "{agent}");
+            assert_eq!(
+                filter.check(agent, None, ip, &[]),
+                Some(RejectReason::Bot),
+                "{agent}"
+            );
         }
     }
 
@@ -116,17 +177,36 @@ mod tests {
     fn referrer_spam_matches_domains_and_subdomains_only() {
         let filter = BotFilter::new().with_spam_domains(["spam.example".to_owned()]);
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
-        for spam in ["https://semalt.com/x", "http://www.semalt.com/", "https://a.b.spam.example/"] {
-            assert_eq!(filter.check(FIREFOX, Some(spam), ip, &[]), Some(RejectReason::ReferrerSpam), "{spam}");
+        for spam in [
+            "https://semalt.com/x",
+            "http://www.semalt.com/",
+            "https://a.b.spam.example/",
+        ] {
+            assert_eq!(
+                filter.check(FIREFOX, Some(spam), ip, &[]),
+                Some(RejectReason::ReferrerSpam),
+                "{spam}"
+            );
         }
-        assert_eq!(filter.check(FIREFOX, Some("https://notsemalt.com/"), ip, &[]), None);
+        assert_eq!(
+            filter.check(FIREFOX, Some("https://notsemalt.com/"), ip, &[]),
+            None
+        );
     }
 
     #[test]
     fn blocked_ranges_match_v4_v6_and_mapped_addresses() {
-        let blocked: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+        let blocked: Vec<IpNet> = vec![
+            "198.51.100.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
         let filter = BotFilter::new();
-        for (ip, hit) in [("198.51.100.77", true), ("::ffff:198.51.100.1", true), ("2001:db8::1", true), ("198.51.101.1", false)] {
+        for (ip, hit) in [
+            ("198.51.100.77", true),
+            ("::ffff:198.51.100.1", true),
+            ("2001:db8::1", true),
+            ("198.51.101.1", false),
+        ] {
             let got = filter.check(FIREFOX, None, ip.parse().unwrap(), &blocked);
             assert_eq!(got == Some(RejectReason::BlockedIp), hit, "{ip}");
         }

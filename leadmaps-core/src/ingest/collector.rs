@@ -29,7 +29,10 @@ pub struct CollectorConfig {
 
 impl Default for CollectorConfig {
     fn default() -> Self {
-        Self { region: Region::Eu, route_cache_ttl: Duration::seconds(30) }
+        Self {
+            region: Region::Eu,
+            route_cache_ttl: Duration::seconds(30),
+        }
     }
 }
 
@@ -85,7 +88,12 @@ pub struct IngestStats {
 
 impl IngestStats {
     fn reject(&self, reason: RejectReason) {
-        *self.rejected.lock().expect("stats").entry(reason).or_default() += 1;
+        *self
+            .rejected
+            .lock()
+            .expect("stats")
+            .entry(reason)
+            .or_default() += 1;
     }
 
     /// Accepted events so far.
@@ -108,8 +116,14 @@ impl IngestStats {
             "counter",
             "Events by outcome.",
             &[
-                ("{outcome=\"accepted\"}".into(), self.accepted.load(Ordering::Relaxed)),
-                ("{outcome=\"duplicate\"}".into(), self.duplicate.load(Ordering::Relaxed)),
+                (
+                    "{outcome=\"accepted\"}".into(),
+                    self.accepted.load(Ordering::Relaxed),
+                ),
+                (
+                    "{outcome=\"duplicate\"}".into(),
+                    self.duplicate.load(Ordering::Relaxed),
+                ),
             ],
         );
         let rejected: Vec<_> = self
@@ -119,17 +133,42 @@ impl IngestStats {
             .iter()
             .map(|(reason, n)| (format!("{{reason=\"{}\"}}", reason.code()), *n))
             .collect();
-        metric("leadmaps_events_rejected_total", "counter", "Events not stored, by reason.", &rejected);
-        metric("leadmaps_batches_total", "counter", "Committed transactions.", &[(String::new(), b.commits.load(Ordering::Relaxed))]);
+        metric(
+            "leadmaps_events_rejected_total",
+            "counter",
+            "Events not stored, by reason.",
+            &rejected,
+        );
+        metric(
+            "leadmaps_batches_total",
+            "counter",
+            "Committed transactions.",
+            &[(String::new(), b.commits.load(Ordering::Relaxed))],
+        );
         metric(
             "leadmaps_batch_items_total",
             "counter",
             "Events and drop counts in committed transactions.",
             &[(String::new(), b.committed_items.load(Ordering::Relaxed))],
         );
-        metric("leadmaps_batch_failures_total", "counter", "Transactions that failed.", &[(String::new(), b.failures.load(Ordering::Relaxed))]);
-        metric("leadmaps_batch_max_items", "gauge", "Largest group committed.", &[(String::new(), b.max_group.load(Ordering::Relaxed) as u64)]);
-        metric("leadmaps_queue_depth", "gauge", "Requests waiting for a commit.", &[(String::new(), b.queue_depth.load(Ordering::Relaxed) as u64)]);
+        metric(
+            "leadmaps_batch_failures_total",
+            "counter",
+            "Transactions that failed.",
+            &[(String::new(), b.failures.load(Ordering::Relaxed))],
+        );
+        metric(
+            "leadmaps_batch_max_items",
+            "gauge",
+            "Largest group committed.",
+            &[(String::new(), b.max_group.load(Ordering::Relaxed) as u64)],
+        );
+        metric(
+            "leadmaps_queue_depth",
+            "gauge",
+            "Requests waiting for a commit.",
+            &[(String::new(), b.queue_depth.load(Ordering::Relaxed) as u64)],
+        );
         out
     }
 }
@@ -151,7 +190,9 @@ pub struct Collector {
 
 impl std::fmt::Debug for Collector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Collector").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Collector")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -191,12 +232,16 @@ impl Collector {
 
     async fn route(&self, domain: &str) -> Result<Option<SiteRoute>, CollectError> {
         let now = self.clock.now();
-        if let Some((at, route)) = self.routes.lock().expect("routes").get(domain) {
-            if now - *at < self.config.route_cache_ttl {
-                return Ok(route.clone());
-            }
+        if let Some((at, route)) = self.routes.lock().expect("routes").get(domain)
+            && now - *at < self.config.route_cache_ttl
+        {
+            return Ok(route.clone());
         }
-        let route = self.sites.site_route(domain).await.map_err(|_| CollectError::Unavailable)?;
+        let route = self
+            .sites
+            .site_route(domain)
+            .await
+            .map_err(|_| CollectError::Unavailable)?;
         let mut routes = self.routes.lock().expect("routes");
         if routes.len() > 100_000 {
             routes.clear();
@@ -239,19 +284,36 @@ impl Collector {
             }
             let scope = self
                 .gate
-                .authorize(&Principal::Collector { workspace: route.workspace }, route.workspace, Action::EventIngest)
+                .authorize(
+                    &Principal::Collector {
+                        workspace: route.workspace,
+                    },
+                    route.workspace,
+                    Action::EventIngest,
+                )
                 .expect("a collector may ingest into the workspace it routes to");
-            if let Some(reason) = self.filter.check(client.user_agent, incoming.referrer.as_deref(), client.ip, &route.blocked_ips) {
+            if let Some(reason) = self.filter.check(
+                client.user_agent,
+                incoming.referrer.as_deref(),
+                client.ip,
+                &route.blocked_ips,
+            ) {
                 batch
                     .push_drop(route.region, scope, now.date(), reason, 1)
                     .expect("region and scope checked above");
                 outcomes.push(Some(Outcome::Rejected(reason)));
                 continue;
             }
-            let salts = self.salts.current(&scope).await.map_err(|_| CollectError::Unavailable)?;
+            let salts = self
+                .salts
+                .current(&scope)
+                .await
+                .map_err(|_| CollectError::Unavailable)?;
             let visitor = visitor_id(&salts.today, route.workspace, client.ip, client.user_agent);
             let event = Event::from_incoming(incoming, route.workspace, visitor, now);
-            batch.push(route.region, scope, event).expect("region and scope checked above");
+            batch
+                .push(route.region, scope, event)
+                .expect("region and scope checked above");
             outcomes.push(None);
         }
         if total > 0 && wrong_region == total {
@@ -262,8 +324,14 @@ impl Collector {
         let verdicts = if batch.is_empty() {
             Vec::new()
         } else {
-            let pending = self.queue.submit(batch).map_err(|QueueFull| CollectError::QueueFull)?;
-            pending.committed().await.map_err(|_| CollectError::Unavailable)?
+            let pending = self
+                .queue
+                .submit(batch)
+                .map_err(|QueueFull| CollectError::QueueFull)?;
+            pending
+                .committed()
+                .await
+                .map_err(|_| CollectError::Unavailable)?
         };
         let mut stored = ids.into_iter().zip(verdicts);
         let outcomes: Vec<Outcome> = outcomes

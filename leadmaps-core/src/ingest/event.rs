@@ -116,7 +116,10 @@ impl RejectReason {
 
     /// Whether this is a filter drop (counted per workspace) rather than a malformed event.
     pub fn is_filtered(self) -> bool {
-        matches!(self, RejectReason::Bot | RejectReason::ReferrerSpam | RejectReason::BlockedIp)
+        matches!(
+            self,
+            RejectReason::Bot | RejectReason::ReferrerSpam | RejectReason::BlockedIp
+        )
     }
 }
 
@@ -197,7 +200,9 @@ pub fn parse(value: &Value, allow_id: bool) -> Result<Incoming, RejectReason> {
     }
     let id = match fields.get("id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(EventId(Uuid::parse_str(s).map_err(|_| RejectReason::IdInvalid)?)),
+        Some(Value::String(s)) => Some(EventId(
+            Uuid::parse_str(s).map_err(|_| RejectReason::IdInvalid)?,
+        )),
         Some(_) => return Err(RejectReason::IdInvalid),
     };
     let name = match fields.get("name") {
@@ -251,11 +256,24 @@ pub fn parse(value: &Value, allow_id: bool) -> Result<Incoming, RejectReason> {
         None | Some(Value::Null) => None,
         Some(value) => Some(revenue(value)?),
     };
-    Ok(Incoming { id, name, url, domain, referrer, props, revenue, interactive })
+    Ok(Incoming {
+        id,
+        name,
+        url,
+        domain,
+        referrer,
+        props,
+        revenue,
+        interactive,
+    })
 }
 
 fn check(value: &str, limit: Limit, reason: RejectReason) -> Result<(), RejectReason> {
-    if value.len() > limit.max { Err(reason) } else { Ok(()) }
+    if value.len() > limit.max {
+        Err(reason)
+    } else {
+        Ok(())
+    }
 }
 
 fn flag(value: Option<&Value>) -> Result<bool, RejectReason> {
@@ -289,7 +307,9 @@ fn clean_url(raw: &str, hash_mode: bool) -> Result<url::Url, RejectReason> {
     }
     if hash_mode {
         // The route is the fragment's path; its own query string is dropped too.
-        let route = url.fragment().map(|f| f.split(['?', '&']).next().unwrap_or("").to_owned());
+        let route = url
+            .fragment()
+            .map(|f| f.split(['?', '&']).next().unwrap_or("").to_owned());
         url.set_fragment(route.as_deref().filter(|r| !r.is_empty()));
     } else {
         url.set_fragment(None);
@@ -348,7 +368,11 @@ fn revenue(value: &Value) -> Result<Revenue, RejectReason> {
         Some(Value::String(s)) => s.trim().to_ascii_uppercase(),
         _ => return Err(RejectReason::RevenueInvalid),
     };
-    if object.len() != 2 || !valid_decimal(&amount) || currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+    if object.len() != 2
+        || !valid_decimal(&amount)
+        || currency.len() != 3
+        || !currency.bytes().all(|b| b.is_ascii_uppercase())
+    {
         return Err(RejectReason::RevenueInvalid);
     }
     Ok(Revenue { amount, currency })
@@ -403,7 +427,11 @@ impl Event {
         visitor: VisitorId,
         received_at: OffsetDateTime,
     ) -> Self {
-        let hostname = incoming.url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let hostname = incoming
+            .url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let mut pathname = incoming.url.path().to_owned();
         if let Some(query) = incoming.url.query() {
             pathname.push('?');
@@ -446,8 +474,12 @@ mod tests {
 
     #[test]
     fn accepts_short_and_long_field_names() {
-        let short = ok(json!({"n": "pageview", "u": "https://example.com/a", "d": "example.com", "r": "https://ddg.gg/?q=x", "p": {"k": 1}}));
-        let long = ok(json!({"name": "pageview", "url": "https://example.com/a", "domain": "example.com", "referrer": "https://ddg.gg/?q=x", "props": {"k": 1}}));
+        let short = ok(
+            json!({"n": "pageview", "u": "https://example.com/a", "d": "example.com", "r": "https://ddg.gg/?q=x", "p": {"k": 1}}),
+        );
+        let long = ok(
+            json!({"name": "pageview", "url": "https://example.com/a", "domain": "example.com", "referrer": "https://ddg.gg/?q=x", "props": {"k": 1}}),
+        );
         assert_eq!(short, long);
         assert_eq!(short.referrer.as_deref(), Some("https://ddg.gg/"));
         assert_eq!(short.props["k"], "1");
@@ -456,53 +488,148 @@ mod tests {
     #[test]
     fn takes_domain_from_url_props_from_json_string_and_integer_names() {
         let event = ok(json!({"n": 404, "u": "https://www.Example.com/x", "m": "{\"a\":\"b\"}"}));
-        assert_eq!((event.name.as_str(), event.domain.as_str()), ("404", "example.com"));
+        assert_eq!(
+            (event.name.as_str(), event.domain.as_str()),
+            ("404", "example.com")
+        );
         assert_eq!(event.props["a"], "b");
     }
 
     #[test]
     fn query_strings_keep_only_the_allow_list_and_fragments_go() {
-        let event = ok(json!({"n": "pageview", "u": "https://u:p@example.com/p?email=a@b.c&utm_source=x&token=t&ref=hn#frag"}));
-        assert_eq!(event.url.as_str(), "https://example.com/p?utm_source=x&ref=hn");
-        let hash = ok(json!({"n": "pageview", "u": "https://example.com/#/route?secret=1", "h": 1}));
+        let event = ok(
+            json!({"n": "pageview", "u": "https://u:p@example.com/p?email=a@b.c&utm_source=x&token=t&ref=hn#frag"}),
+        );
+        assert_eq!(
+            event.url.as_str(),
+            "https://example.com/p?utm_source=x&ref=hn"
+        );
+        let hash =
+            ok(json!({"n": "pageview", "u": "https://example.com/#/route?secret=1", "h": 1}));
         assert_eq!(hash.url.fragment(), Some("/route"));
     }
 
     #[test]
     fn each_limit_rejects_one_over_and_accepts_at_it() {
         let at = |n: usize| "a".repeat(n);
-        assert_eq!(ok(json!({"n": at(120), "u": "https://e.com/"})).name.len(), 120);
-        assert_eq!(err(json!({"n": at(121), "u": "https://e.com/"})), RejectReason::NameTooLong);
+        assert_eq!(
+            ok(json!({"n": at(120), "u": "https://e.com/"})).name.len(),
+            120
+        );
+        assert_eq!(
+            err(json!({"n": at(121), "u": "https://e.com/"})),
+            RejectReason::NameTooLong
+        );
         let url = |n: usize| format!("https://e.com/{}", at(n - 14));
         assert!(parse(&json!({"n": "x", "u": url(2000)}), false).is_ok());
-        assert_eq!(err(json!({"n": "x", "u": url(2001)})), RejectReason::UrlTooLong);
-        let props = |n: usize| Value::Object((0..n).map(|i| (format!("k{i}"), json!("v"))).collect());
-        assert!(parse(&json!({"n": "x", "u": "https://e.com/", "p": props(30)}), false).is_ok());
-        assert_eq!(err(json!({"n": "x", "u": "https://e.com/", "p": props(31)})), RejectReason::TooManyProps);
-        assert!(parse(&json!({"n": "x", "u": "https://e.com/", "p": {at(300): "v"}}), false).is_ok());
-        assert_eq!(err(json!({"n": "x", "u": "https://e.com/", "p": {at(301): "v"}})), RejectReason::PropKeyInvalid);
-        assert!(parse(&json!({"n": "x", "u": "https://e.com/", "p": {"k": at(2000)}}), false).is_ok());
-        assert_eq!(err(json!({"n": "x", "u": "https://e.com/", "p": {"k": at(2001)}})), RejectReason::PropValueTooLong);
-        let long_ref = ok(json!({"n": "x", "u": "https://e.com/", "r": format!("https://r.com/{}", at(3000))}));
-        assert_eq!(long_ref.referrer.unwrap().len(), 2000, "referrers are truncated, not rejected");
+        assert_eq!(
+            err(json!({"n": "x", "u": url(2001)})),
+            RejectReason::UrlTooLong
+        );
+        let props =
+            |n: usize| Value::Object((0..n).map(|i| (format!("k{i}"), json!("v"))).collect());
+        assert!(
+            parse(
+                &json!({"n": "x", "u": "https://e.com/", "p": props(30)}),
+                false
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            err(json!({"n": "x", "u": "https://e.com/", "p": props(31)})),
+            RejectReason::TooManyProps
+        );
+        assert!(
+            parse(
+                &json!({"n": "x", "u": "https://e.com/", "p": {at(300): "v"}}),
+                false
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            err(json!({"n": "x", "u": "https://e.com/", "p": {at(301): "v"}})),
+            RejectReason::PropKeyInvalid
+        );
+        assert!(
+            parse(
+                &json!({"n": "x", "u": "https://e.com/", "p": {"k": at(2000)}}),
+                false
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            err(json!({"n": "x", "u": "https://e.com/", "p": {"k": at(2001)}})),
+            RejectReason::PropValueTooLong
+        );
+        let long_ref = ok(
+            json!({"n": "x", "u": "https://e.com/", "r": format!("https://r.com/{}", at(3000))}),
+        );
+        assert_eq!(
+            long_ref.referrer.unwrap().len(),
+            2000,
+            "referrers are truncated, not rejected"
+        );
     }
 
     #[test]
     fn malformed_events_get_a_reason() {
         assert_eq!(err(json!([1])), RejectReason::NotAnObject);
-        assert_eq!(err(json!({"n": "x", "u": "https://e.com/", "ip": "1.2.3.4"})), RejectReason::UnsupportedField);
-        assert_eq!(err(json!({"n": "x", "name": "y", "u": "https://e.com/"})), RejectReason::InvalidField);
-        assert_eq!(err(json!({"u": "https://e.com/"})), RejectReason::NameMissing);
+        assert_eq!(
+            err(json!({"n": "x", "u": "https://e.com/", "ip": "1.2.3.4"})),
+            RejectReason::UnsupportedField
+        );
+        assert_eq!(
+            err(json!({"n": "x", "name": "y", "u": "https://e.com/"})),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            err(json!({"u": "https://e.com/"})),
+            RejectReason::NameMissing
+        );
         assert_eq!(err(json!({"n": "x"})), RejectReason::UrlMissing);
-        assert_eq!(err(json!({"n": "x", "u": "javascript:alert(1)"})), RejectReason::UrlInvalid);
-        assert_eq!(err(json!({"n": "x", "u": "/relative"})), RejectReason::UrlInvalid);
-        assert_eq!(err(json!({"n": "x", "u": "https://e.com/", "p": {"k": {"nested": 1}}})), RejectReason::PropValueInvalid);
-        assert_eq!(err(json!({"n": "x", "u": "https://e.com/", "id": "nope"})), RejectReason::IdInvalid);
-        assert_eq!(parse(&json!({"n": "x", "u": "https://e.com/", "id": Uuid::nil()}), false), Err(RejectReason::UnsupportedField));
-        for bad in [json!({"amount": "1e5", "currency": "EUR"}), json!({"amount": "10", "currency": "EURO"}), json!({"amount": "1.", "currency": "EUR"}), json!("10 EUR")] {
-            assert_eq!(err(json!({"n": "x", "u": "https://e.com/", "$": bad})), RejectReason::RevenueInvalid);
+        assert_eq!(
+            err(json!({"n": "x", "u": "javascript:alert(1)"})),
+            RejectReason::UrlInvalid
+        );
+        assert_eq!(
+            err(json!({"n": "x", "u": "/relative"})),
+            RejectReason::UrlInvalid
+        );
+        assert_eq!(
+            err(json!({"n": "x", "u": "https://e.com/", "p": {"k": {"nested": 1}}})),
+            RejectReason::PropValueInvalid
+        );
+        assert_eq!(
+            err(json!({"n": "x", "u": "https://e.com/", "id": "nope"})),
+            RejectReason::IdInvalid
+        );
+        assert_eq!(
+            parse(
+                &json!({"n": "x", "u": "https://e.com/", "id": Uuid::nil()}),
+                false
+            ),
+            Err(RejectReason::UnsupportedField)
+        );
+        for bad in [
+            json!({"amount": "1e5", "currency": "EUR"}),
+            json!({"amount": "10", "currency": "EURO"}),
+            json!({"amount": "1.", "currency": "EUR"}),
+            json!("10 EUR"),
+        ] {
+            assert_eq!(
+                err(json!({"n": "x", "u": "https://e.com/", "$": bad})),
+                RejectReason::RevenueInvalid
+            );
         }
-        let paid = ok(json!({"n": "x", "u": "https://e.com/", "revenue": {"amount": 19.99, "currency": "eur"}}));
-        assert_eq!(paid.revenue, Some(Revenue { amount: "19.99".into(), currency: "EUR".into() }));
+        let paid = ok(
+            json!({"n": "x", "u": "https://e.com/", "revenue": {"amount": 19.99, "currency": "eur"}}),
+        );
+        assert_eq!(
+            paid.revenue,
+            Some(Revenue {
+                amount: "19.99".into(),
+                currency: "EUR".into()
+            })
+        );
     }
 }

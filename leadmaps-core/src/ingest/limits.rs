@@ -88,7 +88,9 @@ pub const INFLATED: Limit = Limit {
 };
 
 /// Every limit, in the order the docs list them.
-pub const ALL: [Limit; 9] = [NAME, URL, REFERRER, PROPS, PROP_KEY, PROP_VALUE, BODY, BATCH, INFLATED];
+pub const ALL: [Limit; 9] = [
+    NAME, URL, REFERRER, PROPS, PROP_KEY, PROP_VALUE, BODY, BATCH, INFLATED,
+];
 
 /// Cuts `value` to at most `max` bytes on a character boundary.
 pub fn truncate(value: &str, max: usize) -> &str {
@@ -110,7 +112,10 @@ pub fn markdown_table() -> String {
             OnExceed::Reject => "rejected",
             OnExceed::Truncate => "truncated",
         };
-        out.push_str(&format!("| {} | {} | {action} |\n", limit.description, limit.max));
+        out.push_str(&format!(
+            "| {} | {} | {action} |\n",
+            limit.description, limit.max
+        ));
     }
     out
 }

@@ -42,7 +42,11 @@ pub struct EventBatch {
 impl EventBatch {
     /// An empty batch for `region`.
     pub fn new(region: Region) -> Self {
-        Self { region, events: Vec::new(), drops: Vec::new() }
+        Self {
+            region,
+            events: Vec::new(),
+            drops: Vec::new(),
+        }
     }
 
     /// The batch's region.

@@ -30,8 +30,14 @@ pub type Salt = Zeroizing<[u8; 32]>;
 
 /// The visitor id of a client under a salt. The IP is hashed in its 16-byte IPv6 form (IPv4 as
 /// mapped), and every input is length-prefixed, so no two inputs collide by concatenation.
-pub fn visitor_id(salt: &[u8; 32], workspace: WorkspaceId, ip: IpAddr, user_agent: &str) -> VisitorId {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(salt).expect("HMAC takes any key length");
+pub fn visitor_id(
+    salt: &[u8; 32],
+    workspace: WorkspaceId,
+    ip: IpAddr,
+    user_agent: &str,
+) -> VisitorId {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(salt).expect("HMAC takes any key length");
     mac.update(LABEL);
     mac.update(workspace.as_uuid().as_bytes());
     let ip = match super::bot::canonical_ip(ip) {
@@ -48,7 +54,13 @@ pub fn visitor_id(salt: &[u8; 32], workspace: WorkspaceId, ip: IpAddr, user_agen
 }
 
 fn salt_context(workspace: WorkspaceId, day: &str) -> SecretContext<'_> {
-    SecretContext::new(workspace, "visitor_salts", "salt", day, Purpose::VisitorSalt)
+    SecretContext::new(
+        workspace,
+        "visitor_salts",
+        "salt",
+        day,
+        Purpose::VisitorSalt,
+    )
 }
 
 /// The salts a collector hashes with now.
@@ -83,7 +95,12 @@ impl std::fmt::Debug for Salts {
 impl Salts {
     /// Salts over a vault and a store.
     pub fn new(vault: Arc<Vault>, store: Arc<dyn SaltStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { vault, store, clock, cache: Mutex::new(HashMap::new()) }
+        Self {
+            vault,
+            store,
+            clock,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Today's and yesterday's salts of the scope's workspace; today's is created if missing.
@@ -92,18 +109,29 @@ impl Salts {
     /// Store and vault errors.
     pub async fn current(&self, scope: &Scope) -> Result<DaySalts> {
         let today = self.clock.now().date();
-        let yesterday = today.previous_day().expect("not the first day of the calendar");
+        let yesterday = today
+            .previous_day()
+            .expect("not the first day of the calendar");
         let workspace = scope.workspace();
-        let cached = |day| self.cache.lock().expect("salt cache").get(&(workspace, day)).cloned();
+        let cached = |day| {
+            self.cache
+                .lock()
+                .expect("salt cache")
+                .get(&(workspace, day))
+                .cloned()
+        };
         if let (Some(t), y) = (cached(today), cached(yesterday)) {
-            return Ok(DaySalts { today: t, yesterday: y });
+            return Ok(DaySalts {
+                today: t,
+                yesterday: y,
+            });
         }
         let mut found = HashMap::new();
         for stored in self.store.salts(scope, &[today, yesterday]).await? {
             found.insert(stored.day, self.open(scope, &stored).await?);
         }
-        if !found.contains_key(&today) {
-            found.insert(today, self.create(scope, today).await?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(today) {
+            slot.insert(self.create(scope, today).await?);
         }
         let mut cache = self.cache.lock().expect("salt cache");
         // Forget salts of days that are over, so destroyed salts leave memory too.
@@ -111,22 +139,36 @@ impl Salts {
         for (day, salt) in &found {
             cache.insert((workspace, *day), salt.clone());
         }
-        Ok(DaySalts { today: found[&today].clone(), yesterday: found.get(&yesterday).cloned() })
+        Ok(DaySalts {
+            today: found[&today].clone(),
+            yesterday: found.get(&yesterday).cloned(),
+        })
     }
 
     async fn open(&self, scope: &Scope, stored: &StoredSalt) -> Result<Arc<Salt>> {
         let day = stored.day.to_string();
-        let plain = self.vault.open(scope, &salt_context(scope.workspace(), &day), &stored.blob).await?;
+        let plain = self
+            .vault
+            .open(scope, &salt_context(scope.workspace(), &day), &stored.blob)
+            .await?;
         let bytes: [u8; 32] = plain.expose().try_into().map_err(|_| Error::Decrypt)?;
         Ok(Arc::new(Zeroizing::new(bytes)))
     }
 
     async fn create(&self, scope: &Scope, day: Date) -> Result<Arc<Salt>> {
         let mut salt = Zeroizing::new([0u8; 32]);
-        getrandom::fill(salt.as_mut()).expect("the operating system's random number generator failed");
+        getrandom::fill(salt.as_mut())
+            .expect("the operating system's random number generator failed");
         let label = day.to_string();
-        let blob = self.vault.seal(scope, &salt_context(scope.workspace(), &label), &salt[..]).await?;
-        match self.store.insert_salt(scope, &StoredSalt { day, blob }).await {
+        let blob = self
+            .vault
+            .seal(scope, &salt_context(scope.workspace(), &label), &salt[..])
+            .await?;
+        match self
+            .store
+            .insert_salt(scope, &StoredSalt { day, blob })
+            .await
+        {
             Ok(()) => Ok(Arc::new(salt)),
             Err(Error::Conflict(_)) => {
                 // Another instance made today's salt first: use theirs.
@@ -151,15 +193,27 @@ impl Salts {
         let mut destroyed = 0;
         let mut after = None;
         loop {
-            let page = self.store.workspaces_with_salts_before(before, after, PAGE).await?;
-            let Some(last) = page.last().copied() else { break };
+            let page = self
+                .store
+                .workspaces_with_salts_before(before, after, PAGE)
+                .await?;
+            let Some(last) = page.last().copied() else {
+                break;
+            };
             for workspace in page {
                 let scope = gate.authorize(&principal, workspace, Action::KeyManage)?;
-                destroyed += self.store.destroy_salts_before(&scope, before, now).await?.len() as u64;
+                destroyed += self
+                    .store
+                    .destroy_salts_before(&scope, before, now)
+                    .await?
+                    .len() as u64;
             }
             after = Some(last);
         }
-        self.cache.lock().expect("salt cache").retain(|(_, day), _| *day >= before);
+        self.cache
+            .lock()
+            .expect("salt cache")
+            .retain(|(_, day), _| *day >= before);
         Ok(destroyed)
     }
 }
@@ -180,10 +234,24 @@ mod tests {
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
         let base = visitor_id(&salt, ws, ip, "UA");
         assert_eq!(base, visitor_id(&salt, ws, ip, "UA"));
-        assert_eq!(base, visitor_id(&salt, ws, "::ffff:203.0.113.9".parse().unwrap(), "UA"));
+        assert_eq!(
+            base,
+            visitor_id(&salt, ws, "::ffff:203.0.113.9".parse().unwrap(), "UA")
+        );
         assert_ne!(base, visitor_id(&[2u8; 32], ws, ip, "UA"));
-        assert_ne!(base, visitor_id(&salt, WorkspaceId::from_uuid(uuid::Uuid::from_u128(2)), ip, "UA"));
-        assert_ne!(base, visitor_id(&salt, ws, "203.0.113.10".parse().unwrap(), "UA"));
+        assert_ne!(
+            base,
+            visitor_id(
+                &salt,
+                WorkspaceId::from_uuid(uuid::Uuid::from_u128(2)),
+                ip,
+                "UA"
+            )
+        );
+        assert_ne!(
+            base,
+            visitor_id(&salt, ws, "203.0.113.10".parse().unwrap(), "UA")
+        );
         assert_ne!(base, visitor_id(&salt, ws, ip, "UA2"));
     }
 }
