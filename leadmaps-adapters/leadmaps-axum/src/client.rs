@@ -1,10 +1,30 @@
 //! The client address: the peer, or for a trusted proxy peer the nearest untrusted address in
 //! `X-Forwarded-For`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use axum::extract::connect_info::Connected;
 use axum::http::HeaderMap;
+use axum::serve::IncomingStream;
 use ipnet::IpNet;
+
+/// The peer's socket address, for `into_make_service_with_connect_info::<PeerAddr>()` on a
+/// plain TCP or a TLS listener alike. (`ConnectInfo<SocketAddr>` is accepted too.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
 
 /// The client address of a request from `peer`.
 ///

@@ -22,7 +22,7 @@ use leadmaps_core::ingest::event::parse;
 use leadmaps_core::ingest::{ClientInfo, CollectError, Collector, Outcome, RejectReason, limits};
 use serde_json::{Value, json};
 
-use crate::client::client_ip;
+use crate::client::{PeerAddr, client_ip};
 use crate::limiter::{RateLimit, RateLimiter};
 
 /// What the collector routes share.
@@ -162,6 +162,12 @@ async fn prepare(state: &CollectorState, request: Request) -> Result<Prepared, R
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())
+        .or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<PeerAddr>>()
+                .map(|ConnectInfo(PeerAddr(addr))| addr.ip())
+        })
         .ok_or_else(|| error(StatusCode::INTERNAL_SERVER_ERROR, "no peer address"))?;
     let ip = client_ip(peer, &parts.headers, &state.trusted_proxies);
     if let Err(wait) = state.limiter.check(ip) {

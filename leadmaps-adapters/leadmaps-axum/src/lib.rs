@@ -15,8 +15,10 @@ mod client;
 mod collector;
 mod headers;
 mod limiter;
+#[cfg(feature = "tls")]
+pub mod tls;
 
-pub use client::client_ip;
+pub use client::{PeerAddr, client_ip};
 pub use collector::{CollectorState, collector_routes};
 pub use headers::harden;
 pub use limiter::{RateLimit, RateLimiter};
