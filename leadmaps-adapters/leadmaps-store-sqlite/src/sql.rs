@@ -1,0 +1,306 @@
+//! Every statement the store runs, in one place so a test can hold them to the tenancy rule.
+//!
+//! The rule: a statement on a customer-data table binds the scope's workspace id as `?1` and
+//! filters on `workspace_id = ?1` (or inserts it as the first column). The few statements that
+//! span workspaces are listed in `UNSCOPED` with the reason; the store calls them only from
+//! methods that take no scope.
+
+/// Creates a workspace.
+pub(crate) const INSERT_WORKSPACE: &str =
+    "INSERT INTO workspaces (workspace_id, name, region, created_at) VALUES (?1, ?2, ?3, ?4)";
+/// Reads a workspace.
+pub(crate) const SELECT_WORKSPACE: &str =
+    "SELECT workspace_id, name, region, created_at FROM workspaces WHERE workspace_id = ?1";
+/// Renames a workspace and returns it.
+pub(crate) const RENAME_WORKSPACE: &str = "UPDATE workspaces SET name = ?2 WHERE workspace_id = ?1 \
+     RETURNING workspace_id, name, region, created_at";
+
+/// Inserts or replaces a secret.
+pub(crate) const UPSERT_SECRET: &str = "INSERT INTO secrets (workspace_id, name, purpose, blob) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (workspace_id, name) DO UPDATE SET purpose = excluded.purpose, blob = excluded.blob";
+/// Reads a secret.
+pub(crate) const SELECT_SECRET: &str =
+    "SELECT name, purpose, blob FROM secrets WHERE workspace_id = ?1 AND name = ?2";
+/// Deletes a secret.
+pub(crate) const DELETE_SECRET: &str = "DELETE FROM secrets WHERE workspace_id = ?1 AND name = ?2";
+/// Names of a workspace's secrets; BINARY collation is byte order, as Rust sorts `String`s.
+pub(crate) const SECRET_NAMES: &str =
+    "SELECT name FROM secrets WHERE workspace_id = ?1 ORDER BY name COLLATE BINARY";
+
+/// A workspace's tenant keys, ascending by version.
+pub(crate) const SELECT_TENANT_KEYS: &str = "SELECT workspace_id, version, kek_id, blob, created_at FROM tenant_keys \
+     WHERE workspace_id = ?1 ORDER BY version";
+/// Adds a tenant key.
+pub(crate) const INSERT_TENANT_KEY: &str = "INSERT INTO tenant_keys (workspace_id, version, kek_id, blob, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// Rewraps one tenant key if it is still under the expected KEK: a compare-and-swap in one
+/// statement, which SQLite runs atomically.
+pub(crate) const REWRAP_TENANT_KEY: &str = "UPDATE tenant_keys SET kek_id = ?4, blob = ?5 \
+     WHERE workspace_id = ?1 AND version = ?2 AND kek_id = ?3";
+/// Crypto-shredding: every tenant key of a workspace.
+pub(crate) const DELETE_TENANT_KEYS: &str = "DELETE FROM tenant_keys WHERE workspace_id = ?1";
+
+/// First page of workspaces holding a key under another KEK than `?1`, by id bytes.
+pub(crate) const NEEDING_REWRAP_FIRST: &str = "SELECT DISTINCT workspace_id FROM tenant_keys \
+     WHERE kek_id <> ?1 ORDER BY workspace_id LIMIT ?2";
+/// Next page, after the id `?2`.
+pub(crate) const NEEDING_REWRAP_AFTER: &str = "SELECT DISTINCT workspace_id FROM tenant_keys \
+     WHERE kek_id <> ?1 AND workspace_id > ?2 ORDER BY workspace_id LIMIT ?3";
+/// Keys under another KEK than `?1`.
+pub(crate) const COUNT_NEEDING_REWRAP: &str = "SELECT count(*) FROM tenant_keys WHERE kek_id <> ?1";
+/// KEK ids wrapping at least one key.
+pub(crate) const KEK_IDS_IN_USE: &str = "SELECT DISTINCT kek_id FROM tenant_keys ORDER BY kek_id";
+
+/// After crypto-shredding: moves every WAL frame into the database file and truncates the WAL.
+pub(crate) const CHECKPOINT_TRUNCATE: &str = "PRAGMA wal_checkpoint(TRUNCATE)";
+
+/// A key check.
+pub(crate) const SELECT_KEY_CHECK: &str = "SELECT blob FROM key_checks WHERE kek_id = ?1";
+/// Stores a key check unless one exists.
+pub(crate) const INSERT_KEY_CHECK: &str =
+    "INSERT INTO key_checks (kek_id, blob) VALUES (?1, ?2) ON CONFLICT (kek_id) DO NOTHING";
+
+/// Adds a site.
+pub(crate) const INSERT_SITE: &str =
+    "INSERT INTO sites (workspace_id, domain, created_at) VALUES (?1, ?2, ?3)";
+/// A workspace's sites, by domain (byte order, as Rust sorts `String`s).
+pub(crate) const SELECT_SITES: &str = "SELECT workspace_id, domain, created_at FROM sites \
+     WHERE workspace_id = ?1 ORDER BY domain COLLATE BINARY";
+/// Replaces a workspace's blocked address ranges.
+pub(crate) const UPSERT_BLOCKED_IPS: &str = "INSERT INTO blocked_ips (workspace_id, ranges) VALUES (?1, ?2) \
+     ON CONFLICT (workspace_id) DO UPDATE SET ranges = excluded.ranges";
+/// Routing for a domain, before any scope exists: the owning workspace's id, region and blocked
+/// ranges, nothing else.
+pub(crate) const SITE_ROUTE: &str = "SELECT sites.workspace_id, workspaces.region, blocked_ips.ranges FROM sites \
+     JOIN workspaces ON workspaces.workspace_id = sites.workspace_id \
+     LEFT JOIN blocked_ips ON blocked_ips.workspace_id = sites.workspace_id \
+     WHERE sites.domain = ?1";
+
+/// The salt of one day.
+pub(crate) const SELECT_SALT: &str =
+    "SELECT blob FROM visitor_salts WHERE workspace_id = ?1 AND day = ?2";
+/// Stores the salt of a day.
+pub(crate) const INSERT_SALT: &str =
+    "INSERT INTO visitor_salts (workspace_id, day, blob) VALUES (?1, ?2, ?3)";
+/// Destroys the salts of days before `?2`, returning those days.
+pub(crate) const DELETE_SALTS_BEFORE: &str =
+    "DELETE FROM visitor_salts WHERE workspace_id = ?1 AND day < ?2 RETURNING day";
+/// Records a salt destruction (the same record twice is one).
+pub(crate) const INSERT_SALT_DESTRUCTION: &str = "INSERT INTO salt_destructions (workspace_id, day, destroyed_at) \
+     VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+/// A workspace's salt destructions, oldest first.
+pub(crate) const SELECT_SALT_DESTRUCTIONS: &str = "SELECT day, destroyed_at FROM salt_destructions \
+     WHERE workspace_id = ?1 ORDER BY destroyed_at, day";
+/// First page of workspaces holding salts of days before `?1`, by id bytes.
+pub(crate) const SALTS_BEFORE_FIRST: &str = "SELECT DISTINCT workspace_id FROM visitor_salts \
+     WHERE day < ?1 ORDER BY workspace_id LIMIT ?2";
+/// Next page, after the id `?2`.
+pub(crate) const SALTS_BEFORE_AFTER: &str = "SELECT DISTINCT workspace_id FROM visitor_salts \
+     WHERE day < ?1 AND workspace_id > ?2 ORDER BY workspace_id LIMIT ?3";
+
+/// Stores an event unless the workspace has its id: one change if stored, none if a duplicate.
+/// `?1` is the event's workspace, which `append_events` checked is its scope's.
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events (workspace_id, id, received_at, name, domain, hostname, \
+     pathname, referrer, props, revenue_amount, revenue_currency, interactive, visitor) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+     ON CONFLICT (workspace_id, id) DO NOTHING";
+/// Adds to a drop count, saturating at `i64::MAX` rather than overflowing into an error.
+pub(crate) const ADD_DROP_COUNT: &str = "INSERT INTO drop_counts (workspace_id, day, reason, count) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (workspace_id, day, reason) DO UPDATE SET count = CASE \
+     WHEN count > 9223372036854775807 - excluded.count THEN 9223372036854775807 \
+     ELSE count + excluded.count END";
+/// A workspace's events received in `[?2, ?3)`, oldest first, ties by id, at most `?4`.
+pub(crate) const SELECT_EVENTS: &str = "SELECT id, received_at, name, domain, hostname, pathname, referrer, props, \
+     revenue_amount, revenue_currency, interactive, visitor FROM events \
+     WHERE workspace_id = ?1 AND received_at >= ?2 AND received_at < ?3 \
+     ORDER BY received_at, id LIMIT ?4";
+/// Whether a workspace has an event id.
+pub(crate) const HAS_EVENT: &str =
+    "SELECT EXISTS (SELECT 1 FROM events WHERE workspace_id = ?1 AND id = ?2)";
+/// A workspace's drop counts.
+pub(crate) const SELECT_DROP_COUNTS: &str =
+    "SELECT day, reason, count FROM drop_counts WHERE workspace_id = ?1";
+/// Deletes at most `?3` of a workspace's events received before `?2`, oldest first; retention
+/// runs it until it deletes fewer, each run its own short transaction. The outer filter repeats
+/// the workspace as `+workspace_id` (the unary plus keeps it out of index selection) so the rows
+/// are found by rowid, not by a scan of the workspace's time index per batch.
+pub(crate) const DELETE_EVENTS_BEFORE: &str = "DELETE FROM events WHERE +workspace_id = ?1 AND rowid IN \
+     (SELECT rowid FROM events WHERE workspace_id = ?1 AND received_at < ?2 \
+     ORDER BY received_at, id LIMIT ?3)";
+
+/// Statements confined to one workspace: `?1` is always `scope.workspace()`.
+#[cfg(test)]
+pub(crate) const SCOPED: &[&str] = &[
+    INSERT_WORKSPACE,
+    SELECT_WORKSPACE,
+    RENAME_WORKSPACE,
+    UPSERT_SECRET,
+    SELECT_SECRET,
+    DELETE_SECRET,
+    SECRET_NAMES,
+    SELECT_TENANT_KEYS,
+    INSERT_TENANT_KEY,
+    REWRAP_TENANT_KEY,
+    DELETE_TENANT_KEYS,
+    INSERT_SITE,
+    SELECT_SITES,
+    UPSERT_BLOCKED_IPS,
+    SELECT_SALT,
+    INSERT_SALT,
+    DELETE_SALTS_BEFORE,
+    INSERT_SALT_DESTRUCTION,
+    SELECT_SALT_DESTRUCTIONS,
+    INSERT_EVENT,
+    ADD_DROP_COUNT,
+    SELECT_EVENTS,
+    HAS_EVENT,
+    SELECT_DROP_COUNTS,
+    DELETE_EVENTS_BEFORE,
+];
+
+/// Statements that span workspaces, each used only by a scope-less trait method that returns ids,
+/// counts or KEK ids (key rotation, salt destruction), a domain's routing (the collector), or by
+/// the instance-wide key checks.
+#[cfg(test)]
+pub(crate) const UNSCOPED: &[&str] = &[
+    SITE_ROUTE,
+    SALTS_BEFORE_FIRST,
+    SALTS_BEFORE_AFTER,
+    NEEDING_REWRAP_FIRST,
+    NEEDING_REWRAP_AFTER,
+    COUNT_NEEDING_REWRAP,
+    KEK_IDS_IN_USE,
+    SELECT_KEY_CHECK,
+    INSERT_KEY_CHECK,
+    CHECKPOINT_TRUNCATE,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every table holding customer data.
+    const CUSTOMER_TABLES: &[&str] = &[
+        "workspaces",
+        "secrets",
+        "tenant_keys",
+        "sites",
+        "blocked_ips",
+        "visitor_salts",
+        "salt_destructions",
+        "events",
+        "drop_counts",
+    ];
+
+    #[test]
+    fn scoped_statements_filter_on_the_scope_workspace() {
+        for sql in SCOPED {
+            assert!(!sql.contains(" OR "), "{sql}");
+            if sql.starts_with("INSERT INTO") {
+                assert!(
+                    sql.contains("(workspace_id,") && sql.contains("VALUES (?1,"),
+                    "not confined to ?1: {sql}"
+                );
+                continue;
+            }
+            // Every WHERE, the subqueries' too, starts with the workspace filter.
+            let wheres: Vec<&str> = sql.split("WHERE ").skip(1).collect();
+            assert!(!wheres.is_empty(), "no WHERE: {sql}");
+            for clause in wheres {
+                assert!(
+                    clause.starts_with("workspace_id = ?1")
+                        || clause.starts_with("+workspace_id = ?1"),
+                    "not confined to ?1: {sql}"
+                );
+            }
+        }
+    }
+
+    /// The plan of each statement on the ingest and read paths, with the bundled SQLite: key
+    /// lookups and index ranges, never a scan of a table.
+    #[test]
+    fn hot_statements_use_their_keys() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::migrate::migrate(&mut conn).unwrap();
+        let plan = |sql: &str| -> Vec<String> {
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let mut rows = explain.raw_query();
+            let mut steps = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                steps.push(row.get::<_, String>(3).unwrap());
+            }
+            steps
+        };
+        for sql in [
+            SITE_ROUTE,
+            SELECT_SITES,
+            SELECT_SALT,
+            DELETE_SALTS_BEFORE,
+            SELECT_SALT_DESTRUCTIONS,
+            SELECT_EVENTS,
+            HAS_EVENT,
+            SELECT_DROP_COUNTS,
+            DELETE_EVENTS_BEFORE,
+        ] {
+            let steps = plan(sql);
+            assert!(
+                steps
+                    .iter()
+                    .all(|s| !s.starts_with("SCAN ") || s == "SCAN CONSTANT ROW"),
+                "{sql}: {steps:?}"
+            );
+            assert!(
+                !steps.iter().any(|s| s.contains("TEMP B-TREE")),
+                "{sql} sorts: {steps:?}"
+            );
+        }
+        assert!(plan(SELECT_EVENTS)[0].contains("events_by_time"));
+        let delete = plan(DELETE_EVENTS_BEFORE);
+        assert!(
+            delete[0].contains("INTEGER PRIMARY KEY (rowid=?)"),
+            "retention deletes by rowid: {delete:?}"
+        );
+    }
+
+    #[test]
+    fn unscoped_statements_return_no_customer_data() {
+        for sql in UNSCOPED {
+            if sql.contains(" key_checks ") || sql.starts_with("PRAGMA ") {
+                assert!(!CUSTOMER_TABLES.iter().any(|t| sql.contains(t)), "{sql}");
+                continue;
+            }
+            // Across workspaces, only reads of ids, counts, KEK ids and a domain's routing:
+            // never a name, a blob or an event.
+            let columns = sql
+                .strip_prefix("SELECT ")
+                .and_then(|rest| rest.split(" FROM ").next());
+            let allowed = [
+                "DISTINCT workspace_id",
+                "count(*)",
+                "DISTINCT kek_id",
+                "sites.workspace_id, workspaces.region, blocked_ips.ranges",
+            ];
+            assert!(
+                columns.is_some_and(|c| allowed.contains(&c)),
+                "an unscoped statement reads more: {sql}"
+            );
+            assert!(!sql.contains(" events"), "{sql}");
+        }
+    }
+
+    #[test]
+    fn every_statement_is_classified() {
+        let declared = include_str!("sql.rs")
+            .lines()
+            .filter(|line| line.starts_with("pub(crate) const ") && line.contains(": &str"))
+            .count();
+        assert_eq!(
+            declared,
+            SCOPED.len() + UNSCOPED.len(),
+            "add the new statement to SCOPED or UNSCOPED"
+        );
+        assert!(
+            declared <= crate::connection::STATEMENT_CACHE,
+            "raise the statement cache so prepared statements are not evicted"
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! [`WorkspaceStore`] on the `workspaces` table.
+
+use async_trait::async_trait;
+use leadmaps_core::store::{Workspace, WorkspaceStore, validate_workspace_name};
+use leadmaps_core::tenancy::{Action, Region, Scope};
+use leadmaps_core::{Error, Result};
+use rusqlite::{OptionalExtension, Row, params};
+use time::OffsetDateTime;
+
+use crate::SqliteStore;
+use crate::codec::{get_id, get_region, get_time, id_bytes, unix_nanos};
+use crate::error::{classify, db};
+use crate::sql;
+
+fn read_workspace(row: &Row<'_>) -> rusqlite::Result<Workspace> {
+    Ok(Workspace {
+        id: get_id(row, 0)?,
+        name: row.get(1)?,
+        region: get_region(row, 2)?,
+        created_at: get_time(row, 3)?,
+    })
+}
+
+#[async_trait]
+impl WorkspaceStore for SqliteStore {
+    async fn create_workspace(
+        &self,
+        scope: &Scope,
+        name: &str,
+        region: Region,
+        created_at: OffsetDateTime,
+    ) -> Result<Workspace> {
+        scope.require(Action::WorkspaceCreate)?;
+        validate_workspace_name(name)?;
+        let workspace = Workspace {
+            id: scope.workspace(),
+            name: name.to_owned(),
+            region,
+            created_at,
+        };
+        let nanos = unix_nanos(created_at)?;
+        let (id, name) = (id_bytes(workspace.id), workspace.name.clone());
+        self.conn
+            .run(move |conn| {
+                let mut insert = conn.prepare_cached(sql::INSERT_WORKSPACE).map_err(db)?;
+                insert
+                    .execute(params![id, name, region.as_str(), nanos])
+                    .map_err(|e| classify(e, "workspace exists"))
+            })
+            .await?;
+        Ok(workspace)
+    }
+
+    async fn workspace(&self, scope: &Scope) -> Result<Workspace> {
+        let id = id_bytes(scope.workspace());
+        self.conn
+            .run(move |conn| {
+                let mut select = conn.prepare_cached(sql::SELECT_WORKSPACE).map_err(db)?;
+                select
+                    .query_row([id], read_workspace)
+                    .optional()
+                    .map_err(db)?
+                    .ok_or(Error::NotFound)
+            })
+            .await
+    }
+
+    async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace> {
+        scope.require(Action::WorkspaceUpdate)?;
+        validate_workspace_name(name)?;
+        let (id, name) = (id_bytes(scope.workspace()), name.to_owned());
+        self.conn
+            .run(move |conn| {
+                let mut rename = conn.prepare_cached(sql::RENAME_WORKSPACE).map_err(db)?;
+                rename
+                    .query_row(params![id, name], read_workspace)
+                    .optional()
+                    .map_err(db)?
+                    .ok_or(Error::NotFound)
+            })
+            .await
+    }
+}
