@@ -4,11 +4,15 @@
 //! on this crate; integrators writing their own store depend on `leadmaps-core` alone.
 
 pub use leadmaps_core as core;
-pub use leadmaps_core::{Error, ErrorKind, Result, clock, crypto, memory, store, tenancy};
+pub use leadmaps_core::{Error, ErrorKind, Result, clock, crypto, ingest, memory, store, tenancy};
 
 /// The embedded SQLite store.
 #[cfg(feature = "sqlite")]
 pub use leadmaps_store_sqlite as sqlite;
+
+/// The HTTP adapter on axum.
+#[cfg(feature = "axum")]
+pub use leadmaps_axum as axum;
 
 /// The Postgres store.
 #[cfg(feature = "postgres")]

@@ -216,7 +216,7 @@ pub struct ImpersonationGrant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SystemTask {
-    /// Provisioning a new workspace.
+    /// Provisioning a new workspace (create it, add its first sites).
     Provisioning,
     /// Rewrapping tenant keys after a KEK rotation.
     KeyRotation,
@@ -229,7 +229,9 @@ pub enum SystemTask {
 impl SystemTask {
     const fn permits(self, action: Action) -> bool {
         match self {
-            SystemTask::Provisioning => matches!(action, Action::WorkspaceCreate),
+            SystemTask::Provisioning => {
+                matches!(action, Action::WorkspaceCreate | Action::WorkspaceUpdate)
+            }
             SystemTask::KeyRotation | SystemTask::SaltRotation => {
                 matches!(action, Action::KeyManage)
             }

@@ -1,0 +1,261 @@
+//! Ingest throughput over loopback HTTP: the durable collector (group commit on a store) against
+//! a bare axum handler that answers 202 to the same requests, measured in the same run.
+//!
+//! `cargo bench --bench ingest` runs it on SQLite (a temp directory, synchronous=FULL). Set
+//! `LEADMAPS_BENCH_POSTGRES_URL=postgres://...` to measure the Postgres store as well.
+//! Knobs: `LEADMAPS_BENCH_SECONDS` (default 5 per side), `LEADMAPS_BENCH_CONNECTIONS` (64),
+//! `LEADMAPS_BENCH_EVENTS_PER_REQUEST` (1: Plausible's tracker sends one event per request).
+//! Target (DESIGN.md): the durable collector at least 0.5 of bare axum.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use leadmaps::clock::{Clock, SystemClock};
+use leadmaps::crypto::{Kek, KeyRing, Vault};
+use leadmaps::ingest::batcher::{self, BatcherConfig};
+use leadmaps::ingest::bot::BotFilter;
+use leadmaps::ingest::privacy::Salts;
+use leadmaps::ingest::{Collector, CollectorConfig};
+use leadmaps::store::Store;
+use leadmaps::tenancy::{Action, Gate, Principal, Region, Role, SystemTask, UserId, WorkspaceId};
+use leadmaps_axum::{CollectorState, RateLimit, collector_routes, harden};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+async fn collector_router(store: Arc<dyn Store>) -> (Router, String, Arc<batcher::BatcherStats>) {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let gate = Gate::new(clock.clone());
+    let workspace = WorkspaceId::new();
+    let create = gate
+        .authorize(
+            &Principal::System(SystemTask::Provisioning),
+            workspace,
+            Action::WorkspaceCreate,
+        )
+        .unwrap();
+    store
+        .create_workspace(&create, "bench", Region::Eu, clock.now())
+        .await
+        .unwrap();
+    let admin = Principal::Member {
+        user: UserId::new(),
+        memberships: vec![(workspace, Role::Admin)],
+    };
+    let update = gate
+        .authorize(&admin, workspace, Action::WorkspaceUpdate)
+        .unwrap();
+    let domain = format!("bench-{workspace}.example");
+    store.add_site(&update, &domain, clock.now()).await.unwrap();
+    let kek: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let ring = KeyRing::new([Kek::new(1, &kek).unwrap()]).unwrap();
+    let vault = Arc::new(
+        Vault::start(ring, store.clone(), clock.clone())
+            .await
+            .unwrap(),
+    );
+    let salts = Arc::new(Salts::new(vault, store.clone(), clock.clone()));
+    let (queue, batcher) = batcher::channel(store.clone(), BatcherConfig::default());
+    let stats = queue.stats().clone();
+    tokio::spawn(batcher.run());
+    let collector = Arc::new(Collector::new(
+        CollectorConfig::default(),
+        store,
+        salts,
+        gate,
+        BotFilter::new(),
+        queue,
+        clock,
+    ));
+    let unlimited = RateLimit {
+        per_second: 1e12,
+        burst: 1e12,
+    };
+    (
+        harden(collector_routes(Arc::new(CollectorState::new(
+            collector,
+            vec![],
+            unlimited,
+        )))),
+        domain,
+        stats,
+    )
+}
+
+fn bare_router() -> Router {
+    harden(
+        Router::new()
+            .route("/api/event", post(|| async { StatusCode::ACCEPTED }))
+            .route("/api/v1/events", post(|| async { StatusCode::ACCEPTED })),
+    )
+}
+
+/// Drives `addr` with `connections` keep-alive clients for `seconds`; returns events per second.
+async fn drive(
+    addr: SocketAddr,
+    domain: &str,
+    seconds: u64,
+    connections: u64,
+    per_request: u64,
+) -> f64 {
+    let client: Client<_, Body> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(connections as usize)
+        .build_http();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (path, body) = if per_request == 1 {
+        (
+            "/api/event",
+            format!(
+                r#"{{"n":"pageview","u":"https://{domain}/pricing?utm_source=bench","r":"https://duckduckgo.com/"}}"#
+            ),
+        )
+    } else {
+        let one = format!(
+            r#"{{"n":"pageview","u":"https://{domain}/pricing?utm_source=bench","r":"https://duckduckgo.com/"}}"#
+        );
+        (
+            "/api/v1/events",
+            format!("[{}]", vec![one; per_request as usize].join(",")),
+        )
+    };
+    let uri = format!("http://{addr}{path}");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (client, stop, done, failed, body, uri) = (
+            client.clone(),
+            stop.clone(),
+            done.clone(),
+            failed.clone(),
+            body.clone(),
+            uri.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let agent =
+                format!("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.{c}");
+            while !stop.load(Ordering::Relaxed) {
+                let request = Request::post(&uri)
+                    .header("content-type", "application/json")
+                    .header("user-agent", &agent)
+                    .body(Body::from(body.clone()))
+                    .unwrap();
+                match client.request(request).await {
+                    Ok(response) if response.status().is_success() => {
+                        let _ = response.into_body().collect().await;
+                        done.fetch_add(per_request, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let failures = failed.load(Ordering::Relaxed);
+    assert_eq!(failures, 0, "requests failed during the run");
+    done.load(Ordering::Relaxed) as f64 / elapsed
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let seconds = env("LEADMAPS_BENCH_SECONDS", 5);
+        let connections = env("LEADMAPS_BENCH_CONNECTIONS", 64);
+        let per_request = env("LEADMAPS_BENCH_EVENTS_PER_REQUEST", 1);
+        println!("ingest over loopback HTTP: {connections} connections, {per_request} event(s) per request, {seconds} s per side");
+
+        let bare = serve(bare_router()).await;
+        drive(bare, "warmup.example", 1, connections, per_request).await;
+        let bare_rate = drive(bare, "bare.example", seconds, connections, per_request).await;
+        println!("  bare axum 202          {bare_rate:>10.0} events/s");
+
+        // The collector with an in-memory sink: its own cost, without any storage.
+        let memory: Arc<dyn Store> = Arc::new(leadmaps::memory::MemoryStore::new());
+        report("memory (no storage)", memory, bare_rate, seconds, connections, per_request).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite: Arc<dyn Store> = Arc::new(leadmaps_store_sqlite::SqliteStore::open(dir.path().join("bench.db")).unwrap());
+        report("sqlite (durable ack)", sqlite, bare_rate, seconds, connections, per_request).await;
+
+        if let Ok(url) = std::env::var("LEADMAPS_BENCH_POSTGRES_URL") {
+            let config = leadmaps_store_postgres::PostgresConfig::from_url(&url).unwrap();
+            let postgres: Arc<dyn Store> = Arc::new(leadmaps_store_postgres::PostgresStore::connect(&config).await.unwrap());
+            report("postgres (durable ack)", postgres, bare_rate, seconds, connections, per_request).await;
+        }
+    });
+}
+
+async fn report(
+    label: &str,
+    store: Arc<dyn Store>,
+    bare_rate: f64,
+    seconds: u64,
+    connections: u64,
+    per_request: u64,
+) {
+    let (router, domain, stats) = collector_router(store).await;
+    let addr = serve(router).await;
+    drive(addr, &domain, 1, connections, per_request).await;
+    let rate = drive(addr, &domain, seconds, connections, per_request).await;
+    let commits = stats
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(1);
+    let items = stats
+        .committed_items
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let micros = stats
+        .commit_micros
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "  {label:<22} {rate:>10.0} events/s   ratio to bare = {:.2} (target 0.50: {})   {:.1} events per commit, {:.0} us per commit",
+        rate / bare_rate,
+        if rate / bare_rate >= 0.5 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        items as f64 / commits as f64,
+        micros as f64 / commits as f64,
+    );
+}

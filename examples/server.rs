@@ -1,0 +1,430 @@
+//! The leadmaps reference server.
+//!
+//! ```sh
+//! cargo run --release --example server                 # serve on SQLite in ./leadmaps-data/
+//! cargo run --release --example server -- workspace create --name Acme --domain acme.example
+//! cargo run --release --example server -- keys check   # run the key self-test and exit
+//! cargo run --release --example server -- keys rewrap  # KEK rotation: rewrap tenant keys
+//! cargo run --release --example server -- keys generate
+//! ```
+//!
+//! Configuration, from flags or the environment:
+//! - `LEADMAPS_DATABASE_URL`: a SQLite path (default `./leadmaps-data/leadmaps.db`) or
+//!   `postgres://...` (the URL of the owner role that migrates; the store itself connects as the
+//!   non-owner app role).
+//! - `LEADMAPS_LISTEN` (default `127.0.0.1:8080`), `LEADMAPS_REGION` (`eu` default, `us`),
+//!   `LEADMAPS_TRUSTED_PROXIES` (comma-separated CIDRs whose `X-Forwarded-For` is believed).
+//! - `LEADMAPS_TLS_CERT` and `LEADMAPS_TLS_KEY`: PEM files; when both are given the server speaks
+//!   HTTPS, TLS 1.3 only (rustls with the ring provider).
+//! - `LEADMAPS_KEK` or `LEADMAPS_KEK_FILE`: the key-encryption keys (see the README). Without
+//!   either, a development KEK is created in the data directory, with a loud warning;
+//!   `LEADMAPS_ENV=production` refuses to start that way.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use base64::Engine as _;
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+use leadmaps::clock::{Clock, SystemClock};
+use leadmaps::crypto::{EnvKeyProvider, FileKeyProvider, KeyRing, Vault};
+use leadmaps::ingest::batcher::{self, BatcherConfig};
+use leadmaps::ingest::bot::BotFilter;
+use leadmaps::ingest::privacy::Salts;
+use leadmaps::ingest::{Collector, CollectorConfig};
+use leadmaps::store::Store;
+use leadmaps::tenancy::{Action, Gate, Principal, Region, SystemTask, WorkspaceId};
+use leadmaps_axum::{CollectorState, RateLimit, collector_routes, harden};
+use leadmaps_store_postgres::{PostgresConfig, PostgresStore};
+use leadmaps_store_sqlite::SqliteStore;
+
+const DEFAULT_DATABASE: &str = "leadmaps-data/leadmaps.db";
+
+#[derive(Parser, Debug)]
+#[command(name = "server", about = "The leadmaps reference server")]
+struct Cli {
+    /// SQLite file path, or a postgres:// URL.
+    #[arg(long, env = "LEADMAPS_DATABASE_URL", default_value = DEFAULT_DATABASE, global = true)]
+    database: String,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "LEADMAPS_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    listen: SocketAddr,
+    /// The region this instance serves.
+    #[arg(long, env = "LEADMAPS_REGION", default_value = "eu", global = true)]
+    region: Region,
+    /// PEM certificate chain; with --tls-key, serve HTTPS (TLS 1.3 only).
+    #[arg(long, env = "LEADMAPS_TLS_CERT", global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LEADMAPS_TLS_KEY", global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For header is believed.
+    #[arg(
+        long,
+        env = "LEADMAPS_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    trusted_proxies: Vec<IpNet>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Workspace administration.
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// Key-encryption key operations.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkspaceCommand {
+    /// Create a workspace with one site and print its id.
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// The site's domain, e.g. example.com.
+        #[arg(long)]
+        domain: String,
+        /// Where its data lives (defaults to this instance's region).
+        #[arg(long)]
+        region: Option<Region>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Check every configured KEK against the database's key checks, then exit.
+    Check,
+    /// Rewrap every tenant key onto the primary (highest-id) KEK, showing progress.
+    Rewrap,
+    /// Print a new random KEK (base64 of 32 bytes) for LEADMAPS_KEK.
+    Generate,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    if let Some(Command::Keys {
+        command: KeysCommand::Generate,
+    }) = &cli.command
+    {
+        println!("{}", generate_kek());
+        return Ok(());
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let gate = Gate::new(clock.clone());
+    let store = open_store(&cli.database, cli.region).await?;
+    let ring = load_ring(&cli.database).await?;
+    // The self-test: a wrong KEK stops the process here, before anything is served.
+    let vault = Arc::new(Vault::start(ring, store.clone(), clock.clone()).await?);
+    let primary = vault.ring().primary().id();
+    tracing::info!(primary_kek = primary, "key self-test passed");
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let tls = match (&cli.tls_cert, &cli.tls_key) {
+                (Some(cert), Some(key)) => Some(leadmaps_axum::tls::tls13_config(
+                    &std::fs::read(cert)?,
+                    &std::fs::read(key)?,
+                    Arc::new(rustls::crypto::ring::default_provider()),
+                )?),
+                _ => None,
+            };
+            let listen = Listen {
+                addr: cli.listen,
+                tls,
+            };
+            serve(
+                listen,
+                cli.region,
+                cli.trusted_proxies,
+                store,
+                vault,
+                gate,
+                clock,
+            )
+            .await
+        }
+        Command::Workspace {
+            command:
+                WorkspaceCommand::Create {
+                    name,
+                    domain,
+                    region,
+                },
+        } => {
+            // Refuse a bad or taken domain before anything is created.
+            let domain = leadmaps::store::normalize_domain(&domain)?;
+            if store.site_route(&domain).await?.is_some() {
+                return Err(format!("the domain {domain} belongs to a site already").into());
+            }
+            let workspace = WorkspaceId::new();
+            let provisioning = Principal::System(SystemTask::Provisioning);
+            let create = gate.authorize(&provisioning, workspace, Action::WorkspaceCreate)?;
+            let region = region.unwrap_or(cli.region);
+            store
+                .create_workspace(&create, &name, region, clock.now())
+                .await?;
+            let update = gate.authorize(&provisioning, workspace, Action::WorkspaceUpdate)?;
+            let site = store.add_site(&update, &domain, clock.now()).await?;
+            println!(
+                "workspace {workspace}\nregion    {}\nsite      {}",
+                region.as_str(),
+                site.domain
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Check,
+        } => {
+            println!("ok: every configured KEK matches this database; primary is KEK {primary}");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rewrap,
+        } => {
+            let report = vault
+                .rewrap_all(&gate, &mut |p| {
+                    eprint!("\rrewrapped {}/{} tenant keys", p.done, p.total)
+                })
+                .await?;
+            eprintln!();
+            println!(
+                "done: {} of {} tenant keys rewrapped onto KEK {primary}",
+                report.done, report.total
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => unreachable!("handled above"),
+    }
+}
+
+async fn open_store(database: &str, region: Region) -> Result<Arc<dyn Store>, BoxError> {
+    if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        let config = PostgresConfig::from_url(database)?.with_region(region);
+        let store = PostgresStore::connect(&config).await?;
+        tracing::info!(region = region.as_str(), "store: postgres");
+        return Ok(Arc::new(store));
+    }
+    let path = Path::new(database.strip_prefix("sqlite://").unwrap_or(database));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    }
+    let store = SqliteStore::open(path)?.with_region(region);
+    tracing::info!(path = %path.display(), region = region.as_str(), "store: sqlite");
+    Ok(Arc::new(store))
+}
+
+async fn load_ring(database: &str) -> Result<KeyRing, BoxError> {
+    if std::env::var_os("LEADMAPS_KEK").is_some() {
+        return Ok(KeyRing::load(&EnvKeyProvider::new()).await?);
+    }
+    if let Some(path) = std::env::var_os("LEADMAPS_KEK_FILE") {
+        return Ok(KeyRing::load(&FileKeyProvider::new(PathBuf::from(path))).await?);
+    }
+    if std::env::var("LEADMAPS_ENV").is_ok_and(|env| env == "production") {
+        return Err("LEADMAPS_ENV=production needs LEADMAPS_KEK or LEADMAPS_KEK_FILE".into());
+    }
+    let path = dev_kek_path(database);
+    if !path.exists() {
+        write_private(&path, &generate_kek())?;
+    }
+    tracing::warn!(
+        path = %path.display(),
+        "LEADMAPS_KEK is not set: using a DEVELOPMENT key-encryption key stored beside the data. \
+         Anyone with this directory can read every secret. Never use this in production."
+    );
+    Ok(KeyRing::load(&FileKeyProvider::new(path)).await?)
+}
+
+fn dev_kek_path(database: &str) -> PathBuf {
+    if database.contains("://") && !database.starts_with("sqlite://") {
+        return PathBuf::from("leadmaps-data/dev.kek");
+    }
+    let db = Path::new(database.strip_prefix("sqlite://").unwrap_or(database));
+    db.with_extension("dev.kek")
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+fn generate_kek() -> String {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("operating system randomness");
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+struct Ops {
+    store: Arc<dyn Store>,
+    collector: Arc<Collector>,
+    primary: u32,
+}
+
+struct Listen {
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+async fn serve(
+    listen: Listen,
+    region: Region,
+    trusted_proxies: Vec<IpNet>,
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    gate: Gate,
+    clock: Arc<dyn Clock>,
+) -> Result<(), BoxError> {
+    let primary = vault.ring().primary().id();
+    let salts = Arc::new(Salts::new(vault, store.clone(), clock.clone()));
+    let (queue, batcher) = batcher::channel(store.clone(), BatcherConfig::default());
+    let batcher = tokio::spawn(batcher.run());
+    let collector = Arc::new(Collector::new(
+        CollectorConfig {
+            region,
+            ..CollectorConfig::default()
+        },
+        store.clone(),
+        salts.clone(),
+        gate.clone(),
+        BotFilter::new(),
+        queue,
+        clock,
+    ));
+    let salt_job = tokio::spawn(destroy_expired_salts(salts, gate));
+    let ops = Arc::new(Ops {
+        store,
+        collector: collector.clone(),
+        primary,
+    });
+    let state = Arc::new(CollectorState::new(
+        collector,
+        trusted_proxies,
+        RateLimit::default(),
+    ));
+    let router = harden(
+        collector_routes(state).merge(
+            Router::new()
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/readyz", get(ready))
+                .route("/metrics", get(metrics))
+                .with_state(ops.clone()),
+        ),
+    );
+    let tcp = tokio::net::TcpListener::bind(listen.addr).await?;
+    let app = router.into_make_service_with_connect_info::<leadmaps_axum::PeerAddr>();
+    match listen.tls {
+        Some(config) => {
+            tracing::info!(listen = %listen.addr, region = region.as_str(), "listening (HTTPS, TLS 1.3)");
+            let listener = leadmaps_axum::tls::TlsListener::new(tcp, config)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+        None => {
+            tracing::info!(listen = %listen.addr, region = region.as_str(), "listening (HTTP)");
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+    }
+    // Every request has been answered; dropping the last queue handle lets the batcher commit
+    // what is left and stop.
+    salt_job.abort();
+    drop(ops);
+    batcher.await?;
+    tracing::info!("queue drained; stopped");
+    Ok(())
+}
+
+async fn destroy_expired_salts(salts: Arc<Salts>, gate: Gate) {
+    loop {
+        match salts.destroy_expired(&gate).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(destroyed = n, "expired visitor salts destroyed"),
+            Err(e) => tracing::warn!(kind = ?e.kind(), "salt destruction failed; will retry"),
+        }
+        tokio::time::sleep(Duration::from_secs(15 * 60)).await;
+    }
+}
+
+/// Ready when the store answers.
+async fn ready(State(ops): State<Arc<Ops>>) -> (StatusCode, &'static str) {
+    match ops.store.key_check(ops.primary).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(error) => {
+            tracing::warn!(kind = ?error.kind(), "store not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+        }
+    }
+}
+
+async fn metrics(State(ops): State<Arc<Ops>>) -> impl IntoResponse {
+    let body = ops
+        .collector
+        .stats()
+        .render_prometheus(ops.collector.queue());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: draining the ingest queue");
+}
