@@ -21,9 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use leadmaps::clock::{Clock, SystemClock};
 use leadmaps::crypto::{Kek, KeyRing, Vault};
-use leadmaps::ingest::batcher::{self, BatcherConfig};
-use leadmaps::ingest::bot::BotFilter;
-use leadmaps::ingest::privacy::Salts;
+use leadmaps::ingest::batcher;
 use leadmaps::ingest::{Collector, CollectorConfig};
 use leadmaps::store::Store;
 use leadmaps::tenancy::{Action, Gate, Principal, Region, Role, SystemTask, UserId, WorkspaceId};
@@ -83,19 +81,11 @@ async fn collector_router(store: Arc<dyn Store>) -> (Router, String, Arc<batcher
             .await
             .unwrap(),
     );
-    let salts = Arc::new(Salts::new(vault, store.clone(), clock.clone()));
-    let (queue, batcher) = batcher::channel(store.clone(), BatcherConfig::default());
-    let stats = queue.stats().clone();
+    let (collector, batcher) =
+        Collector::over_store(store, vault, gate, clock, CollectorConfig::default());
+    let stats = collector.queue().stats().clone();
     tokio::spawn(batcher.run());
-    let collector = Arc::new(Collector::new(
-        CollectorConfig::default(),
-        store,
-        salts,
-        gate,
-        BotFilter::new(),
-        queue,
-        clock,
-    ));
+    let collector = Arc::new(collector);
     let unlimited = RateLimit {
         per_second: 1e12,
         burst: 1e12,

@@ -35,8 +35,6 @@ use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use leadmaps::clock::{Clock, SystemClock};
 use leadmaps::crypto::{EnvKeyProvider, FileKeyProvider, KeyRing, Vault};
-use leadmaps::ingest::batcher::{self, BatcherConfig};
-use leadmaps::ingest::bot::BotFilter;
 use leadmaps::ingest::privacy::Salts;
 use leadmaps::ingest::{Collector, CollectorConfig};
 use leadmaps::store::Store;
@@ -317,21 +315,15 @@ async fn serve(
     clock: Arc<dyn Clock>,
 ) -> Result<(), BoxError> {
     let primary = vault.ring().primary().id();
-    let salts = Arc::new(Salts::new(vault, store.clone(), clock.clone()));
-    let (queue, batcher) = batcher::channel(store.clone(), BatcherConfig::default());
+    let salts = Arc::new(Salts::new(vault.clone(), store.clone(), clock.clone()));
+    let config = CollectorConfig {
+        region,
+        ..CollectorConfig::default()
+    };
+    let (collector, batcher) =
+        Collector::over_store(store.clone(), vault, gate.clone(), clock, config);
+    let collector = Arc::new(collector);
     let batcher = tokio::spawn(batcher.run());
-    let collector = Arc::new(Collector::new(
-        CollectorConfig {
-            region,
-            ..CollectorConfig::default()
-        },
-        store.clone(),
-        salts.clone(),
-        gate.clone(),
-        BotFilter::new(),
-        queue,
-        clock,
-    ));
     let salt_job = tokio::spawn(destroy_expired_salts(salts, gate));
     let ops = Arc::new(Ops {
         store,

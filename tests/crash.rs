@@ -19,9 +19,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use leadmaps::clock::{Clock, SystemClock};
 use leadmaps::crypto::{Kek, KeyRing, Vault};
-use leadmaps::ingest::batcher::{self, BatcherConfig};
-use leadmaps::ingest::bot::BotFilter;
-use leadmaps::ingest::privacy::Salts;
 use leadmaps::ingest::{Collector, CollectorConfig, EventId};
 use leadmaps::store::{EventSink, Store};
 use leadmaps::tenancy::{Action, Gate, Principal, Region, Role, SystemTask, UserId, WorkspaceId};
@@ -78,18 +75,10 @@ async fn child(dir: PathBuf) {
             .await
             .unwrap(),
     );
-    let salts = Arc::new(Salts::new(vault, store.clone(), clock.clone()));
-    let (queue, batcher) = batcher::channel(store.clone(), BatcherConfig::default());
+    let (collector, batcher) =
+        Collector::over_store(store, vault, gate, clock, CollectorConfig::default());
     tokio::spawn(batcher.run());
-    let collector = Arc::new(Collector::new(
-        CollectorConfig::default(),
-        store,
-        salts,
-        gate,
-        BotFilter::new(),
-        queue,
-        clock,
-    ));
+    let collector = Arc::new(collector);
     let state = Arc::new(CollectorState::new(
         collector,
         vec![],

@@ -11,9 +11,6 @@ use axum::http::Request;
 use http_body_util::BodyExt as _;
 use leadmaps::clock::{Clock, SystemClock};
 use leadmaps::crypto::{Kek, KeyRing, Vault};
-use leadmaps::ingest::batcher::{self, BatcherConfig};
-use leadmaps::ingest::bot::BotFilter;
-use leadmaps::ingest::privacy::Salts;
 use leadmaps::ingest::{Collector, CollectorConfig};
 use leadmaps::store::Store;
 use leadmaps::tenancy::{Action, Gate, Principal, Region, Role, SystemTask, UserId, WorkspaceId};
@@ -100,18 +97,15 @@ async fn no_ip_or_user_agent_in_database_files_or_logs() {
         .await
         .unwrap(),
     );
-    let salts = Arc::new(Salts::new(vault, store.clone(), clock.clone()));
-    let (queue, batcher) = batcher::channel(store.clone(), BatcherConfig::default());
-    let batcher = tokio::spawn(batcher.run());
-    let collector = Arc::new(Collector::new(
-        CollectorConfig::default(),
+    let (collector, batcher) = Collector::over_store(
         store.clone(),
-        salts,
+        vault,
         gate,
-        BotFilter::new(),
-        queue,
         clock,
-    ));
+        CollectorConfig::default(),
+    );
+    let batcher = tokio::spawn(batcher.run());
+    let collector = Arc::new(collector);
     let state = Arc::new(CollectorState::new(
         collector,
         vec!["10.0.0.0/8".parse().unwrap()],

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use time::{Duration, OffsetDateTime};
 
-use super::batcher::{BatchQueue, QueueFull};
+use super::batcher::{self, BatchQueue, Batcher, BatcherConfig, QueueFull};
 use super::bot::BotFilter;
 use super::event::{Event, EventId, Incoming, RejectReason};
 use super::privacy::{Salts, visitor_id};
 use super::{EventBatch, Verdict};
 use crate::clock::Clock;
-use crate::store::{SiteRoute, SiteStore};
+use crate::crypto::Vault;
+use crate::store::{SiteRoute, SiteStore, Store};
 use crate::tenancy::{Action, Gate, Principal, Region};
 
 /// Collector settings.
@@ -218,6 +219,22 @@ impl Collector {
             routes: Mutex::new(HashMap::new()),
             stats: Arc::new(IngestStats::default()),
         }
+    }
+
+    /// The usual wiring over one store: salts sealed by `vault` and kept in `store`, the default
+    /// bot filter, and a batcher with default settings writing to `store`. Run the returned
+    /// [`Batcher`] on a task; it stops once the collector (and every clone of its queue) is gone.
+    pub fn over_store(
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        gate: Gate,
+        clock: Arc<dyn Clock>,
+        config: CollectorConfig,
+    ) -> (Self, Batcher) {
+        let salts = Arc::new(Salts::new(vault, store.clone(), clock.clone()));
+        let (queue, batcher) = batcher::channel(store.clone(), BatcherConfig::default());
+        let collector = Self::new(config, store, salts, gate, BotFilter::new(), queue, clock);
+        (collector, batcher)
     }
 
     /// The counters.
