@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod crypto;
 mod error;
 pub mod ingest;
+pub mod mail;
 pub mod memory;
 pub mod store;
 pub mod tenancy;
