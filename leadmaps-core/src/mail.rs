@@ -121,10 +121,10 @@ impl Outbox {
 impl Mailer for Outbox {
     async fn send(&self, email: &Email) -> Result<()> {
         let mut sent = self.sent.lock().expect("outbox");
-        if let Some(key) = &email.idempotency_key {
-            if sent.iter().any(|e| e.idempotency_key.as_ref() == Some(key)) {
-                return Ok(());
-            }
+        if let Some(key) = &email.idempotency_key
+            && sent.iter().any(|e| e.idempotency_key.as_ref() == Some(key))
+        {
+            return Ok(());
         }
         sent.push(email.clone());
         Ok(())
