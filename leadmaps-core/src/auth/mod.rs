@@ -1,0 +1,4 @@
+//! Proving who is asking, without passwords: one-time codes, and (in their modules) magic links,
+//! sessions, recovery codes, API keys and the staff realm.
+
+pub mod otp;
