@@ -2,3 +2,4 @@
 //! sessions, recovery codes, API keys and the staff realm.
 
 pub mod otp;
+pub mod tokens;

@@ -96,6 +96,19 @@ impl ChunkedKey {
         okm
     }
 
+    /// A 32-byte subkey for `label`: HKDF-Expand(key, info = `label`, L = 32) (RFC 5869). The
+    /// labels are distinct from the chunked-encryption info, which always starts with [`LABEL`].
+    pub(crate) fn subkey(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
+        debug_assert!(!label.starts_with(LABEL));
+        let mut mac = self.prk.clone();
+        mac.update(label);
+        mac.update(&[1]);
+        let block = mac.finalize().into_bytes();
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&block[..32]);
+        out
+    }
+
     /// The derived AEAD key, base nonce and commitment, for checking the KDF against published
     /// vectors. Not for production use.
     #[doc(hidden)]

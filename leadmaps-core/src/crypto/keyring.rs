@@ -62,6 +62,12 @@ impl Kek {
         self.id
     }
 
+    /// A 32-byte key derived from this KEK for one purpose (HKDF-Expand with `label`), e.g. the
+    /// HMAC key of token digests and blind indexes. It changes with the KEK.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        self.key.subkey(label.as_bytes())
+    }
+
     pub(crate) fn key(&self) -> &ChunkedKey {
         &self.key
     }

@@ -17,6 +17,11 @@ pub use keyring::{EnvKeyProvider, FileKeyProvider, Kek, KeyProvider, KeyRing};
 pub use secret::SecretBytes;
 pub use vault::{DEFAULT_CACHE_TTL, RewrapProgress, Vault};
 
+/// Fills `buf` from the operating system's CSPRNG (for keys, salts, tokens).
+pub fn random_bytes(buf: &mut [u8]) {
+    random(buf);
+}
+
 /// Fills `buf` from the operating system's CSPRNG. Without randomness there is no safe way to
 /// seal, so failure aborts the operation loudly rather than degrading.
 pub(crate) fn random(buf: &mut [u8]) {
