@@ -4,7 +4,7 @@
 //! on this crate; integrators writing their own store depend on `leadmaps-core` alone.
 
 pub use leadmaps_core as core;
-pub use leadmaps_core::{Error, ErrorKind, Result, clock, crypto, ingest, memory, store, tenancy};
+pub use leadmaps_core::{Error, ErrorKind, Result, auth, clock, crypto, ingest, mail, memory, store, tenancy};
 
 /// The embedded SQLite store.
 #[cfg(feature = "sqlite")]
@@ -13,6 +13,10 @@ pub use leadmaps_store_sqlite as sqlite;
 /// The HTTP adapter on axum.
 #[cfg(feature = "axum")]
 pub use leadmaps_axum as axum;
+
+/// The SMTP mailer.
+#[cfg(feature = "smtp")]
+pub use leadmaps_smtp as smtp;
 
 /// The Postgres store.
 #[cfg(feature = "postgres")]
