@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod doctor;
 mod error;
 mod events;
 mod migrate;
@@ -9,8 +10,9 @@ mod sites;
 mod store;
 
 pub use config::{DEFAULT_APP_ROLE, DEFAULT_POOL_SIZE, LOOKUP_ROLE, OWNER_ROLE, PostgresConfig};
+pub use doctor::{DoctorReport, Finding, FindingKind, doctor, doctor_client};
 pub use error::PostgresError;
 pub use migrate::{
-    LATEST_VERSION, MIGRATIONS, Migration, MigrationError, MigrationReport, migrate,
+    LATEST_VERSION, MIGRATIONS, Migration, MigrationError, MigrationReport, migrate, migrate_to,
 };
 pub use store::PostgresStore;

@@ -56,7 +56,11 @@ macro_rules! migrations {
     };
 }
 
-migrations!((1, "tenancy"), (2, "sites_salts_events"));
+migrations!(
+    (1, "tenancy"),
+    (2, "sites_salts_events"),
+    (3, "partitioned_events"),
+);
 
 /// The schema version this build needs.
 pub const LATEST_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -117,6 +121,19 @@ const ATTEMPTS: u32 = 4;
 /// [`Error::Backend`] with a [`MigrationError`] when the history does not match this build (nothing
 /// is applied then); [`Error::Unavailable`] when the database cannot be reached.
 pub async fn migrate(config: &PostgresConfig) -> Result<MigrationReport> {
+    migrate_to(config, LATEST_VERSION).await
+}
+
+/// Runs the pending migrations up to and including version `target`, as [`migrate`] does: for a
+/// staged upgrade, or to test an upgrade from an older schema. A store refuses to serve a
+/// database below [`LATEST_VERSION`].
+///
+/// # Errors
+/// As [`migrate`]; [`Error::Invalid`] for a `target` that is not a version of this build.
+pub async fn migrate_to(config: &PostgresConfig, target: u32) -> Result<MigrationReport> {
+    if !MIGRATIONS.iter().any(|m| m.version == target) {
+        return Err(Error::invalid("no such migration version in this build"));
+    }
     let app_role = config.validated_app_role()?;
     let verifier = config
         .app_password()
@@ -129,7 +146,7 @@ pub async fn migrate(config: &PostgresConfig) -> Result<MigrationReport> {
     let driver = tokio::spawn(connection);
     let mut attempt = 1;
     let result = loop {
-        match migrate_once(&mut client, app_role, verifier.as_deref()).await {
+        match migrate_once(&mut client, app_role, verifier.as_deref(), target).await {
             Err(Failure::Retry(_)) if attempt < ATTEMPTS => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
@@ -176,6 +193,7 @@ async fn migrate_once(
     client: &mut tokio_postgres::Client,
     app_role: &str,
     verifier: Option<&str>,
+    target: u32,
 ) -> Result<MigrationReport, Failure> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
@@ -251,7 +269,10 @@ async fn migrate_once(
         applied: Vec::new(),
         version: highest,
     };
-    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|m| m.version <= target && !applied.contains(&m.version))
+    {
         if migration.version < highest {
             return Err(Error::backend(MigrationError::OutOfOrder {
                 version: migration.version,

@@ -3,6 +3,8 @@
 //! filters by `workspace_id` itself. Row-level security makes the setting binding; the filter keeps
 //! the query correct and index-driven on its own.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +17,7 @@ use leadmaps_core::store::{
 };
 use leadmaps_core::tenancy::{Action, Denied, Region, Scope, WorkspaceId};
 use leadmaps_core::{Error, Result};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
 
@@ -31,6 +33,8 @@ const NOT_MIGRATED: &str =
 pub struct PostgresStore {
     pool: Pool,
     pub(crate) region: Region,
+    /// First days of the months whose `leadmaps.events` partition this store knows to exist.
+    pub(crate) months: Mutex<BTreeSet<Date>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -49,9 +53,11 @@ impl PostgresStore {
     /// says so (the default).
     ///
     /// Before returning it checks, on a pooled connection, that the app role is not a superuser,
-    /// does not bypass row-level security, is not a member of the owner or lookup role, and that
-    /// the schema is at least at [`LATEST_VERSION`](crate::LATEST_VERSION): a store that would run
-    /// without its second gate, or on an older schema, is never handed out.
+    /// does not bypass row-level security, is not a member of the owner or lookup role, may create
+    /// temporary tables (event batches are staged in one), and that the schema is at least at
+    /// [`LATEST_VERSION`](crate::LATEST_VERSION): a store that would run without its second gate,
+    /// or on an older schema, is never handed out. Then it makes sure this month's and the next
+    /// month's event partitions exist.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the database cannot be reached or is not migrated yet;
@@ -79,8 +85,23 @@ impl PostgresStore {
         let store = Self {
             pool,
             region: config.region(),
+            months: Mutex::default(),
         };
         store.check_posture().await?;
+        // This month's and the next month's partitions (by the database's clock), so the first
+        // batches of a month rarely wait for one to be made.
+        let client = store.client().await?;
+        let row = client
+            .query_one(
+                "SELECT date_trunc('month', now() AT TIME ZONE 'UTC')::date,
+                        (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month')::date",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        let months: BTreeSet<Date> =
+            [row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?].into();
+        store.ensure_months(&client, &months).await?;
         Ok(store)
     }
 
@@ -91,7 +112,8 @@ impl PostgresStore {
                 "SELECT r.rolsuper, r.rolbypassrls,
                         pg_has_role(current_user, $1::text, 'MEMBER'),
                         pg_has_role(current_user, $2::text, 'MEMBER'),
-                        (SELECT max(version) FROM leadmaps.schema_migrations)
+                        (SELECT max(version) FROM leadmaps.schema_migrations),
+                        has_database_privilege(current_database(), 'TEMPORARY')
                  FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user",
                 &[&OWNER_ROLE, &LOOKUP_ROLE],
             )
@@ -118,6 +140,12 @@ impl PostgresStore {
         let version: Option<i32> = row.get(4);
         if version.unwrap_or(0) < i32::try_from(LATEST_VERSION).unwrap_or(i32::MAX) {
             return Err(unavailable(NOT_MIGRATED));
+        }
+        let temporary: bool = row.get(5);
+        if !temporary {
+            return Err(Error::invalid(
+                "the app role needs the TEMPORARY privilege on the database: event batches are staged in a temporary table",
+            ));
         }
         Ok(())
     }
@@ -527,6 +555,7 @@ impl Store for PostgresStore {
     fn capabilities(&self) -> Capabilities {
         let mut capabilities = Capabilities::default();
         capabilities.native_row_level_security = true;
+        capabilities.bulk_copy = true;
         capabilities
     }
 }

@@ -55,6 +55,11 @@ const TABLES: &[Table] = &[
         delete: true,
     },
     Table {
+        name: "leadmaps.event_ids",
+        update: None,
+        delete: true,
+    },
+    Table {
         name: "leadmaps.event_drops",
         update: Some("count = count"),
         delete: false,
@@ -77,6 +82,7 @@ fn row_sql(table: &str, ws: Uuid, n: u8) -> String {
                  VALUES ('{ws}', gen_random_uuid(), now(), 'd', 'n', 'h', '/', false, decode(repeat('00', 16), 'hex'))"
             );
         }
+        "leadmaps.event_ids" => format!("('{ws}', gen_random_uuid())"),
         "leadmaps.event_drops" => format!("('{ws}', date '2026-01-01' + {n}, 'bot', 1)"),
         other => panic!("no row for {other}"),
     };
@@ -298,6 +304,7 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                             EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indkey[0] = a.attnum)
                      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'workspace_id'
                      WHERE c.relnamespace = 'leadmaps'::regnamespace AND c.relkind IN ('r', 'p')
+                       AND NOT c.relispartition
                      ORDER BY 1",
                     &[],
                 )
@@ -371,6 +378,7 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 names,
                 [
                     "count_needing_rewrap",
+                    "ensure_event_partitions",
                     "kek_ids_in_use",
                     "site_route",
                     "workspaces_needing_rewrap",
@@ -382,7 +390,10 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 let config: Vec<String> = row.get(2);
                 assert!(row.get::<_, bool>(1), "{name}: SECURITY DEFINER");
                 assert_eq!(config, ["search_path=pg_catalog, pg_temp"], "{name}: fixed search_path");
-                assert_eq!(row.get::<_, String>(3), LOOKUP_ROLE, "{name}: owned by the lookup role");
+                // Partitions are made by the owner of leadmaps.events; the cross-workspace reads
+                // belong to the lookup role.
+                let owner = if name == "ensure_event_partitions" { OWNER_ROLE } else { LOOKUP_ROLE };
+                assert_eq!(row.get::<_, String>(3), owner, "{name}: owned by {owner}");
                 assert!(row.get::<_, bool>(4), "{name}: the app role may execute it");
                 assert!(row.get::<_, bool>(5), "{name}: PUBLIC may not");
             }

@@ -158,3 +158,122 @@ impl Db {
             .expect("drop database");
     }
 }
+
+/// A gate on a manual clock, and the scopes the tests need.
+pub struct Tenants {
+    pub gate: leadmaps_core::tenancy::Gate,
+    pub clock: std::sync::Arc<leadmaps_core::clock::ManualClock>,
+}
+
+impl Tenants {
+    pub fn new(now: time::OffsetDateTime) -> Self {
+        let clock = std::sync::Arc::new(leadmaps_core::clock::ManualClock::new(now));
+        Self {
+            gate: leadmaps_core::tenancy::Gate::new(clock.clone()),
+            clock,
+        }
+    }
+
+    /// Creates a workspace in the EU region.
+    pub async fn workspace(
+        &self,
+        store: &dyn leadmaps_core::store::Store,
+    ) -> leadmaps_core::tenancy::WorkspaceId {
+        use leadmaps_core::clock::Clock;
+        use leadmaps_core::tenancy::{Action, Principal, Region, SystemTask, WorkspaceId};
+        let ws = WorkspaceId::new();
+        let scope = self
+            .gate
+            .authorize(
+                &Principal::System(SystemTask::Provisioning),
+                ws,
+                Action::WorkspaceCreate,
+            )
+            .unwrap();
+        store
+            .create_workspace(&scope, "test workspace", Region::Eu, self.clock.now())
+            .await
+            .expect("create workspace");
+        ws
+    }
+
+    /// A workspace admin's scope for `action`.
+    pub fn admin(
+        &self,
+        ws: leadmaps_core::tenancy::WorkspaceId,
+        action: leadmaps_core::tenancy::Action,
+    ) -> leadmaps_core::tenancy::Scope {
+        use leadmaps_core::tenancy::{Principal, Role, UserId};
+        let admin = Principal::Member {
+            user: UserId::new(),
+            memberships: vec![(ws, Role::Admin)],
+        };
+        self.gate.authorize(&admin, ws, action).unwrap()
+    }
+
+    pub fn ingest(&self, ws: leadmaps_core::tenancy::WorkspaceId) -> leadmaps_core::tenancy::Scope {
+        use leadmaps_core::tenancy::{Action, Principal};
+        self.gate
+            .authorize(
+                &Principal::Collector { workspace: ws },
+                ws,
+                Action::EventIngest,
+            )
+            .unwrap()
+    }
+
+    pub fn retention(
+        &self,
+        ws: leadmaps_core::tenancy::WorkspaceId,
+    ) -> leadmaps_core::tenancy::Scope {
+        use leadmaps_core::tenancy::{Action, Principal, SystemTask};
+        self.gate
+            .authorize(
+                &Principal::System(SystemTask::Retention),
+                ws,
+                Action::RetentionEnforce,
+            )
+            .unwrap()
+    }
+
+    /// A batch of `events`, each under its workspace's ingest scope.
+    pub fn batch(
+        &self,
+        events: &[leadmaps_core::ingest::Event],
+    ) -> leadmaps_core::ingest::EventBatch {
+        use leadmaps_core::tenancy::Region;
+        let mut batch = leadmaps_core::ingest::EventBatch::new(Region::Eu);
+        for event in events {
+            batch
+                .push(Region::Eu, self.ingest(event.workspace), event.clone())
+                .unwrap();
+        }
+        batch
+    }
+}
+
+/// An event with every field set; `n` picks the id (and varies a few fields).
+pub fn event(
+    ws: leadmaps_core::tenancy::WorkspaceId,
+    n: u128,
+    at: time::OffsetDateTime,
+) -> leadmaps_core::ingest::Event {
+    use leadmaps_core::ingest::{Event, EventId, Revenue, VisitorId};
+    Event {
+        id: EventId(uuid::Uuid::from_u128(n)),
+        workspace: ws,
+        domain: "example.com".into(),
+        name: "pageview".into(),
+        hostname: "example.com".into(),
+        pathname: format!("/p/{n}?utm_source=x"),
+        referrer: Some("https://duckduckgo.com/".into()),
+        props: [("plan".to_owned(), format!("p{n}"))].into_iter().collect(),
+        revenue: n.is_multiple_of(3).then(|| Revenue {
+            amount: "19.99".into(),
+            currency: "EUR".into(),
+        }),
+        interactive: n.is_multiple_of(2),
+        visitor: VisitorId([n as u8; 16]),
+        received_at: at,
+    }
+}
