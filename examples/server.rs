@@ -94,6 +94,9 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Check a Postgres database's tenancy (forced RLS, policies, roles, grants, indexes) and
+    /// exit non-zero on any finding.
+    Doctor,
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +141,9 @@ async fn main() -> Result<(), BoxError> {
     {
         println!("{}", generate_kek());
         return Ok(());
+    }
+    if let Some(Command::Doctor) = &cli.command {
+        return doctor(&cli.database).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gate = Gate::new(clock.clone());
@@ -224,7 +230,23 @@ async fn main() -> Result<(), BoxError> {
         }
         Command::Keys {
             command: KeysCommand::Generate,
-        } => unreachable!("handled above"),
+        }
+        | Command::Doctor => unreachable!("handled above"),
+    }
+}
+
+async fn doctor(database: &str) -> Result<(), BoxError> {
+    if !(database.starts_with("postgres://") || database.starts_with("postgresql://")) {
+        return Err("doctor checks Postgres row-level security: give a postgres:// LEADMAPS_DATABASE_URL \
+                    (SQLite has no database-level tenancy; the application gate is its only one)"
+            .into());
+    }
+    let report = leadmaps_store_postgres::doctor(&PostgresConfig::from_url(database)?).await?;
+    println!("{report}");
+    if report.is_clean() {
+        Ok(())
+    } else {
+        std::process::exit(1);
     }
 }
 
