@@ -237,9 +237,11 @@ async fn main() -> Result<(), BoxError> {
 
 async fn doctor(database: &str) -> Result<(), BoxError> {
     if !(database.starts_with("postgres://") || database.starts_with("postgresql://")) {
-        return Err("doctor checks Postgres row-level security: give a postgres:// LEADMAPS_DATABASE_URL \
+        return Err(
+            "doctor checks Postgres row-level security: give a postgres:// LEADMAPS_DATABASE_URL \
                     (SQLite has no database-level tenancy; the application gate is its only one)"
-            .into());
+                .into(),
+        );
     }
     let report = leadmaps_store_postgres::doctor(&PostgresConfig::from_url(database)?).await?;
     println!("{report}");
