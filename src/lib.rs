@@ -4,7 +4,9 @@
 //! on this crate; integrators writing their own store depend on `leadmaps-core` alone.
 
 pub use leadmaps_core as core;
-pub use leadmaps_core::{Error, ErrorKind, Result, auth, clock, crypto, ingest, mail, memory, store, tenancy};
+pub use leadmaps_core::{
+    Error, ErrorKind, Result, auth, clock, crypto, ingest, mail, memory, store, tenancy,
+};
 
 /// The embedded SQLite store.
 #[cfg(feature = "sqlite")]
