@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use time::{Date, OffsetDateTime};
 
+use crate::auth::totp::{Subject, TotpFactor, TotpStore};
 use crate::error::{Error, Result};
 use crate::ingest::{Event, EventBatch, EventId, RejectReason, Verdict};
 use crate::store::{
@@ -31,6 +32,7 @@ struct State {
     events: HashMap<WorkspaceId, BTreeMap<(OffsetDateTime, EventId), Event>>,
     event_ids: HashMap<WorkspaceId, BTreeSet<EventId>>,
     drops: HashMap<WorkspaceId, BTreeMap<(Date, RejectReason), u64>>,
+    totp: HashMap<Subject, TotpFactor>,
 }
 
 /// The in-memory store.
@@ -525,6 +527,46 @@ impl EventSink for MemoryStore {
             }
         }
         Ok(gone.len() as u64)
+    }
+}
+
+#[async_trait]
+impl TotpStore for MemoryStore {
+    async fn put_totp(&self, factor: &TotpFactor) -> Result<()> {
+        self.state().totp.insert(factor.subject, factor.clone());
+        Ok(())
+    }
+
+    async fn totp(&self, subject: Subject) -> Result<Option<TotpFactor>> {
+        Ok(self.state().totp.get(&subject).cloned())
+    }
+
+    async fn claim_totp_step(&self, subject: Subject, step: u64) -> Result<bool> {
+        let mut state = self.state();
+        let factor = state.totp.get_mut(&subject).ok_or(Error::NotFound)?;
+        if factor.last_step.is_some_and(|last| last >= step) {
+            return Ok(false);
+        }
+        factor.last_step = Some(step);
+        factor.failures = 0;
+        factor.locked_until = None;
+        Ok(true)
+    }
+
+    async fn record_totp_failure(
+        &self,
+        subject: Subject,
+        now: OffsetDateTime,
+        lock_after: u32,
+        lock_for: time::Duration,
+    ) -> Result<u32> {
+        let mut state = self.state();
+        let factor = state.totp.get_mut(&subject).ok_or(Error::NotFound)?;
+        factor.failures = factor.failures.saturating_add(1);
+        if factor.failures >= lock_after {
+            factor.locked_until = Some(now + lock_for);
+        }
+        Ok(factor.failures)
     }
 }
 

@@ -1,0 +1,291 @@
+//! TOTP as a second factor: single use, consecutive-failure lockout, reuse detection.
+//!
+//! A code is accepted once: the matched step is claimed in the store with a compare-and-set
+//! (`last_step < step`), so of any number of parallel submissions of one code exactly one wins.
+//! A valid code whose step was already used is reported as [`TotpOutcome::Reused`] so the caller
+//! can audit it and tell the holder. Ten consecutive failures lock the factor for 15 minutes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::{Duration, OffsetDateTime};
+
+use super::otp::{self, Totp};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::tenancy::{StaffId, UserId};
+
+/// Consecutive failures that lock a factor.
+pub const LOCK_AFTER: u32 = 10;
+/// How long a lock lasts.
+pub const LOCK_FOR: Duration = Duration::minutes(15);
+
+/// Whose second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// A customer user.
+    User(UserId),
+    /// A staff member.
+    Staff(StaffId),
+}
+
+/// A TOTP factor as stored. The seed is sealed (envelope encryption); the store never sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpFactor {
+    /// Owner.
+    pub subject: Subject,
+    /// The sealed seed.
+    pub sealed_seed: Vec<u8>,
+    /// The last accepted step.
+    pub last_step: Option<u64>,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Refused until then.
+    pub locked_until: Option<OffsetDateTime>,
+}
+
+/// Storage of TOTP factors. Every method is atomic on its own.
+#[async_trait]
+pub trait TotpStore: Send + Sync {
+    /// Creates or replaces a subject's factor (enrolment).
+    async fn put_totp(&self, factor: &TotpFactor) -> Result<()>;
+
+    /// The subject's factor.
+    async fn totp(&self, subject: Subject) -> Result<Option<TotpFactor>>;
+
+    /// Sets `last_step = step` only if it is unset or lower, and resets failures; returns
+    /// whether this call did it. MUST be a single atomic compare-and-set.
+    async fn claim_totp_step(&self, subject: Subject, step: u64) -> Result<bool>;
+
+    /// Counts one failure; from `lock_after` consecutive failures on, sets `locked_until` to
+    /// `now + lock_for`. Returns the failure count.
+    async fn record_totp_failure(
+        &self,
+        subject: Subject,
+        now: OffsetDateTime,
+        lock_after: u32,
+        lock_for: Duration,
+    ) -> Result<u32>;
+}
+
+/// What a submitted code did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpOutcome {
+    /// Accepted, and its step is now used.
+    Accepted,
+    /// Wrong code.
+    Rejected {
+        /// Failures left before the lock.
+        remaining: u32,
+    },
+    /// A correct code whose step was already used: audit it and tell the holder.
+    Reused,
+    /// Too many failures; nothing is checked until then.
+    Locked {
+        /// When the lock ends.
+        until: OffsetDateTime,
+    },
+}
+
+/// Checks submitted codes against a subject's factor.
+pub struct TotpVerifier {
+    store: Arc<dyn TotpStore>,
+    clock: Arc<dyn Clock>,
+    totp: Totp,
+}
+
+impl std::fmt::Debug for TotpVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpVerifier")
+            .field("totp", &self.totp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TotpVerifier {
+    /// A verifier with leadmaps' parameters (SHA-1, 6 digits, 30 s).
+    pub fn new(store: Arc<dyn TotpStore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            totp: Totp::default(),
+        }
+    }
+
+    /// Checks `code` for `subject`, whose opened seed is `seed`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the subject has no factor; store errors.
+    pub async fn verify(&self, subject: Subject, seed: &[u8], code: &str) -> Result<TotpOutcome> {
+        let now = self.clock.now();
+        let factor = self.store.totp(subject).await?.ok_or(Error::NotFound)?;
+        if let Some(until) = factor.locked_until.filter(|until| *until > now) {
+            return Ok(TotpOutcome::Locked { until });
+        }
+        let unix =
+            u64::try_from(now.unix_timestamp()).map_err(|_| Error::invalid("clock before 1970"))?;
+        // Match ignoring the last step first, so a replay is told apart from a wrong code.
+        match otp::verify(&self.totp, seed, code, unix, None) {
+            Some(step) if factor.last_step.is_some_and(|last| step <= last) => {
+                self.fail(subject, now).await?;
+                Ok(TotpOutcome::Reused)
+            }
+            Some(step) => {
+                if self.store.claim_totp_step(subject, step).await? {
+                    Ok(TotpOutcome::Accepted)
+                } else {
+                    // Another request claimed this step (or a later one) first.
+                    self.fail(subject, now).await?;
+                    Ok(TotpOutcome::Reused)
+                }
+            }
+            None => {
+                let failures = self.fail(subject, now).await?;
+                if failures >= LOCK_AFTER {
+                    Ok(TotpOutcome::Locked {
+                        until: now + LOCK_FOR,
+                    })
+                } else {
+                    Ok(TotpOutcome::Rejected {
+                        remaining: LOCK_AFTER - failures,
+                    })
+                }
+            }
+        }
+    }
+
+    async fn fail(&self, subject: Subject, now: OffsetDateTime) -> Result<u32> {
+        self.store
+            .record_totp_failure(subject, now, LOCK_AFTER, LOCK_FOR)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::memory::MemoryStore;
+
+    const SEED: &[u8] = b"12345678901234567890";
+
+    async fn setup() -> (Arc<MemoryStore>, Arc<ManualClock>, TotpVerifier, Subject) {
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(ManualClock::new(
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        ));
+        let subject = Subject::User(UserId::new());
+        let factor = TotpFactor {
+            subject,
+            sealed_seed: b"sealed".to_vec(),
+            last_step: None,
+            failures: 0,
+            locked_until: None,
+        };
+        store.put_totp(&factor).await.unwrap();
+        let verifier = TotpVerifier::new(store.clone(), clock.clone());
+        (store, clock, verifier, subject)
+    }
+
+    fn code_now(clock: &ManualClock) -> String {
+        let totp = Totp::default();
+        totp.format(totp.code_at(SEED, clock.now().unix_timestamp() as u64))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_parallel_submissions_of_one_code_accept_exactly_one() {
+        let (_, clock, verifier, subject) = setup().await;
+        let verifier = Arc::new(verifier);
+        let code = code_now(&clock);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (verifier, code) = (verifier.clone(), code.clone());
+                tokio::spawn(async move { verifier.verify(subject, SEED, &code).await.unwrap() })
+            })
+            .collect();
+        let mut accepted = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                TotpOutcome::Accepted => accepted += 1,
+                TotpOutcome::Reused | TotpOutcome::Locked { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(accepted, 1);
+    }
+
+    #[tokio::test]
+    async fn a_used_code_is_reported_as_reuse() {
+        let (_, clock, verifier, subject) = setup().await;
+        let code = code_now(&clock);
+        assert_eq!(
+            verifier.verify(subject, SEED, &code).await.unwrap(),
+            TotpOutcome::Accepted
+        );
+        assert_eq!(
+            verifier.verify(subject, SEED, &code).await.unwrap(),
+            TotpOutcome::Reused
+        );
+        clock.advance(Duration::seconds(30));
+        assert_eq!(
+            verifier
+                .verify(subject, SEED, &code_now(&clock))
+                .await
+                .unwrap(),
+            TotpOutcome::Accepted
+        );
+    }
+
+    #[tokio::test]
+    async fn ten_consecutive_failures_lock_for_fifteen_minutes() {
+        let (store, clock, verifier, subject) = setup().await;
+        for n in 1..LOCK_AFTER {
+            assert_eq!(
+                verifier.verify(subject, SEED, "000000").await.unwrap(),
+                TotpOutcome::Rejected {
+                    remaining: LOCK_AFTER - n
+                }
+            );
+        }
+        let until = clock.now() + LOCK_FOR;
+        assert_eq!(
+            verifier.verify(subject, SEED, "000000").await.unwrap(),
+            TotpOutcome::Locked { until }
+        );
+        // While locked even the right code is not checked.
+        assert_eq!(
+            verifier
+                .verify(subject, SEED, &code_now(&clock))
+                .await
+                .unwrap(),
+            TotpOutcome::Locked { until }
+        );
+        clock.advance(LOCK_FOR);
+        assert_eq!(
+            verifier
+                .verify(subject, SEED, &code_now(&clock))
+                .await
+                .unwrap(),
+            TotpOutcome::Accepted
+        );
+        assert_eq!(
+            store.totp(subject).await.unwrap().unwrap().failures,
+            0,
+            "success resets the count"
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_subjects_are_not_found() {
+        let (_, _, verifier, _) = setup().await;
+        let stranger = Subject::Staff(StaffId::new());
+        assert_eq!(
+            verifier
+                .verify(stranger, SEED, "123456")
+                .await
+                .unwrap_err()
+                .kind(),
+            crate::ErrorKind::NotFound
+        );
+    }
+}
