@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use time::{Date, OffsetDateTime};
 
+use crate::auth::session::{MagicLink, SessionRecord, SessionStore};
 use crate::auth::totp::{Subject, TotpFactor, TotpStore};
 use crate::error::{Error, Result};
 use crate::ingest::{Event, EventBatch, EventId, RejectReason, Verdict};
+use crate::mail::Address;
 use crate::store::{
     DropCount, EventSink, KeyStore, MAX_SECRET_BLOB, SaltDestruction, SaltStore, SecretStore, Site,
     SiteRoute, SiteStore, Store, StoredSalt, StoredSecret, Workspace, WorkspaceStore,
@@ -33,6 +35,8 @@ struct State {
     event_ids: HashMap<WorkspaceId, BTreeSet<EventId>>,
     drops: HashMap<WorkspaceId, BTreeMap<(Date, RejectReason), u64>>,
     totp: HashMap<Subject, TotpFactor>,
+    links: HashMap<String, MagicLink>,
+    sessions: HashMap<String, SessionRecord>,
 }
 
 /// The in-memory store.
@@ -567,6 +571,84 @@ impl TotpStore for MemoryStore {
             factor.locked_until = Some(now + lock_for);
         }
         Ok(factor.failures)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn insert_link(&self, link: &MagicLink) -> Result<()> {
+        let mut state = self.state();
+        if state.links.contains_key(&link.selector) {
+            return Err(Error::Conflict("link selector exists"));
+        }
+        state.links.insert(link.selector.clone(), link.clone());
+        Ok(())
+    }
+
+    async fn link(&self, selector: &str) -> Result<Option<MagicLink>> {
+        Ok(self.state().links.get(selector).cloned())
+    }
+
+    async fn take_link(&self, selector: &str, now: OffsetDateTime) -> Result<Option<MagicLink>> {
+        let mut state = self.state();
+        match state.links.get(selector) {
+            Some(link) if now < link.expires_at => Ok(state.links.remove(selector)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn links_sent(
+        &self,
+        email: &Address,
+        since: OffsetDateTime,
+    ) -> Result<(u32, Option<OffsetDateTime>)> {
+        let state = self.state();
+        let sent = state
+            .links
+            .values()
+            .filter(|l| &l.email == email && l.created_at >= since);
+        Ok(sent.fold(
+            (0, None),
+            |(n, latest): (u32, Option<OffsetDateTime>), l| {
+                (
+                    n + 1,
+                    Some(latest.map_or(l.created_at, |t| t.max(l.created_at))),
+                )
+            },
+        ))
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<()> {
+        let mut state = self.state();
+        if state.sessions.contains_key(&session.selector) {
+            return Err(Error::Conflict("session selector exists"));
+        }
+        state
+            .sessions
+            .insert(session.selector.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn session(&self, selector: &str) -> Result<Option<SessionRecord>> {
+        Ok(self.state().sessions.get(selector).cloned())
+    }
+
+    async fn touch_session(&self, selector: &str, now: OffsetDateTime) -> Result<()> {
+        if let Some(session) = self.state().sessions.get_mut(selector) {
+            session.last_seen_at = session.last_seen_at.max(now);
+        }
+        Ok(())
+    }
+
+    async fn delete_session(&self, selector: &str) -> Result<bool> {
+        Ok(self.state().sessions.remove(selector).is_some())
+    }
+
+    async fn delete_sessions(&self, subject: Subject) -> Result<u64> {
+        let mut state = self.state();
+        let before = state.sessions.len();
+        state.sessions.retain(|_, s| s.subject != subject);
+        Ok((before - state.sessions.len()) as u64)
     }
 }
 

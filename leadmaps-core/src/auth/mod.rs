@@ -2,5 +2,6 @@
 //! sessions, recovery codes, API keys and the staff realm.
 
 pub mod otp;
+pub mod session;
 pub mod tokens;
 pub mod totp;
