@@ -1586,3 +1586,243 @@ pub async fn salts_rotate_and_are_destroyed(store: Arc<dyn Store>) {
             .is_empty()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Authentication stores
+
+type AuthCheck = fn(Arc<dyn crate::auth::AuthStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every authentication-store check, by name.
+pub const AUTH_CHECKS: &[(&str, AuthCheck)] = &[
+    ("totp_claims_are_atomic", |s| {
+        Box::pin(totp_claims_are_atomic(s))
+    }),
+    ("totp_failures_lock", |s| Box::pin(totp_failures_lock(s))),
+    ("links_are_taken_once", |s| {
+        Box::pin(links_are_taken_once(s))
+    }),
+    ("sessions_round_trip_and_revoke", |s| {
+        Box::pin(sessions_round_trip_and_revoke(s))
+    }),
+];
+
+/// Runs every authentication-store check, each on a fresh store.
+pub async fn run_auth<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn crate::auth::AuthStore>>,
+{
+    for (name, check) in AUTH_CHECKS {
+        check(fresh().await).await;
+        println!("conformance: {name} ... ok");
+    }
+}
+
+fn factor(subject: crate::auth::totp::Subject) -> crate::auth::totp::TotpFactor {
+    crate::auth::totp::TotpFactor {
+        subject,
+        sealed_seed: vec![7; 77],
+        last_step: None,
+        failures: 0,
+        locked_until: None,
+    }
+}
+
+/// Of 50 parallel claims of one step exactly one wins; lower or equal steps never win later.
+pub async fn totp_claims_are_atomic(store: Arc<dyn crate::auth::AuthStore>) {
+    use crate::auth::totp::Subject;
+    let (user, other) = (Subject::User(UserId::new()), Subject::User(UserId::new()));
+    store.put_totp(&factor(user)).await.unwrap();
+    store.put_totp(&factor(other)).await.unwrap();
+    let claims = (0..50).map(|_| store.claim_totp_step(user, 1000));
+    let won = futures_join_all(claims)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1, "exactly one claim of a step wins");
+    assert!(!store.claim_totp_step(user, 999).await.unwrap());
+    assert!(!store.claim_totp_step(user, 1000).await.unwrap());
+    assert!(store.claim_totp_step(user, 1001).await.unwrap());
+    let read = store.totp(user).await.unwrap().unwrap();
+    assert_eq!((read.last_step, read.sealed_seed.len()), (Some(1001), 77));
+    assert_eq!(
+        store.totp(other).await.unwrap().unwrap().last_step,
+        None,
+        "other subjects untouched"
+    );
+    assert_eq!(
+        store.totp(Subject::User(UserId::new())).await.unwrap(),
+        None
+    );
+}
+
+/// Failures count up and lock at the threshold; a won claim resets them.
+pub async fn totp_failures_lock(store: Arc<dyn crate::auth::AuthStore>) {
+    use crate::auth::totp::Subject;
+    let user = Subject::Staff(crate::tenancy::StaffId::new());
+    store.put_totp(&factor(user)).await.unwrap();
+    let now = start_time();
+    for n in 1..=3 {
+        assert_eq!(
+            store
+                .record_totp_failure(user, now, 3, Duration::minutes(15))
+                .await
+                .unwrap(),
+            n
+        );
+    }
+    let locked = store.totp(user).await.unwrap().unwrap();
+    assert_eq!(
+        (locked.failures, locked.locked_until),
+        (3, Some(now + Duration::minutes(15)))
+    );
+    assert!(store.claim_totp_step(user, 5).await.unwrap());
+    let reset = store.totp(user).await.unwrap().unwrap();
+    assert_eq!((reset.failures, reset.locked_until), (0, None));
+}
+
+fn link(selector: &str, email: &str, at: OffsetDateTime) -> crate::auth::session::MagicLink {
+    crate::auth::session::MagicLink {
+        selector: selector.into(),
+        digest: crate::auth::tokens::TokenDigest {
+            key_id: 3,
+            mac: [9; 32],
+        },
+        realm: crate::auth::session::Realm::Customer,
+        email: crate::mail::Address::parse(email).unwrap(),
+        created_at: at,
+        expires_at: at + Duration::minutes(10),
+    }
+}
+
+/// A link is read without being consumed, taken at most once, never after expiry; sends are
+/// counted per address.
+pub async fn links_are_taken_once(store: Arc<dyn crate::auth::AuthStore>) {
+    let t = start_time();
+    store
+        .insert_link(&link("sel-a", "a@example.com", t))
+        .await
+        .unwrap();
+    store
+        .insert_link(&link("sel-b", "a@example.com", t + Duration::seconds(90)))
+        .await
+        .unwrap();
+    store
+        .insert_link(&link("sel-c", "c@example.com", t))
+        .await
+        .unwrap();
+    assert_eq!(
+        kind(store.insert_link(&link("sel-a", "x@example.com", t)).await),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        store.link("sel-a").await.unwrap().unwrap(),
+        link("sel-a", "a@example.com", t)
+    );
+    let takes = (0..20).map(|_| store.take_link("sel-a", t + Duration::minutes(1)));
+    let taken = futures_join_all(takes)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().is_some())
+        .count();
+    assert_eq!(taken, 1, "a link is taken once");
+    assert_eq!(store.link("sel-a").await.unwrap(), None);
+    assert_eq!(
+        store
+            .take_link("sel-c", t + Duration::minutes(10))
+            .await
+            .unwrap(),
+        None,
+        "expired"
+    );
+    let email = crate::mail::Address::parse("a@example.com").unwrap();
+    assert_eq!(
+        store
+            .links_sent(&email, t - Duration::hours(1))
+            .await
+            .unwrap(),
+        (1, Some(t + Duration::seconds(90)))
+    );
+    assert_eq!(
+        store
+            .links_sent(&email, t + Duration::hours(1))
+            .await
+            .unwrap(),
+        (0, None)
+    );
+}
+
+/// Sessions round-trip, touch only moves forward, and revocation is per session or per subject.
+pub async fn sessions_round_trip_and_revoke(store: Arc<dyn crate::auth::AuthStore>) {
+    use crate::auth::session::SessionRecord;
+    use crate::auth::totp::Subject;
+    let t = start_time();
+    let (alice, bob) = (Subject::User(UserId::new()), Subject::User(UserId::new()));
+    let session = |selector: &str, subject| SessionRecord {
+        selector: selector.into(),
+        digest: crate::auth::tokens::TokenDigest {
+            key_id: 1,
+            mac: [4; 32],
+        },
+        subject,
+        second_factor: true,
+        created_at: t,
+        last_seen_at: t,
+    };
+    for (selector, subject) in [("s1", alice), ("s2", alice), ("s3", bob)] {
+        store
+            .insert_session(&session(selector, subject))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        kind(store.insert_session(&session("s1", bob)).await),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        store.session("s1").await.unwrap().unwrap(),
+        session("s1", alice)
+    );
+    store
+        .touch_session("s1", t + Duration::minutes(5))
+        .await
+        .unwrap();
+    store
+        .touch_session("s1", t + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session("s1").await.unwrap().unwrap().last_seen_at,
+        t + Duration::minutes(5)
+    );
+    assert!(store.delete_session("s1").await.unwrap());
+    assert!(!store.delete_session("s1").await.unwrap());
+    assert_eq!(store.delete_sessions(alice).await.unwrap(), 1);
+    assert_eq!(store.session("s2").await.unwrap(), None);
+    assert!(store.session("s3").await.unwrap().is_some());
+}
+
+/// Polls futures concurrently on the current task (no runtime needed).
+async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (future, slot) in pending.iter_mut().zip(results.iter_mut()) {
+            if slot.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *slot = Some(value),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().map(|r| r.expect("all ready")).collect()
+}

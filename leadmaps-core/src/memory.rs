@@ -665,5 +665,9 @@ mod tests {
     async fn memory_store_passes_the_conformance_suite() {
         crate::conformance::run_all(|| async { Arc::new(MemoryStore::new()) as Arc<dyn Store> })
             .await;
+        crate::conformance::run_auth(|| async {
+            Arc::new(MemoryStore::new()) as Arc<dyn crate::auth::AuthStore>
+        })
+        .await;
     }
 }

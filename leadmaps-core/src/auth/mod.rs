@@ -5,3 +5,8 @@ pub mod otp;
 pub mod session;
 pub mod tokens;
 pub mod totp;
+
+/// Every auth store trait, for `Arc<dyn AuthStore>`.
+pub trait AuthStore: totp::TotpStore + session::SessionStore {}
+
+impl<T: totp::TotpStore + session::SessionStore + ?Sized> AuthStore for T {}
