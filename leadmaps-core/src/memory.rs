@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use time::{Date, OffsetDateTime};
 
+use crate::auth::keys::{ApiKeyRecord, ApiKeyStore};
 use crate::auth::session::{MagicLink, SessionRecord, SessionStore};
 use crate::auth::totp::{Subject, TotpFactor, TotpStore};
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ use crate::store::{
     WrappedTenantKey, normalize_domain, require_secret_read, validate_secret_name,
     validate_workspace_name,
 };
-use crate::tenancy::{Action, Denied, Region, Scope, WorkspaceId};
+use crate::tenancy::{Action, ApiKeyId, Denied, Region, Scope, WorkspaceId};
 
 #[derive(Default)]
 struct State {
@@ -36,6 +37,7 @@ struct State {
     drops: HashMap<WorkspaceId, BTreeMap<(Date, RejectReason), u64>>,
     totp: HashMap<Subject, TotpFactor>,
     links: HashMap<String, MagicLink>,
+    api_keys: BTreeMap<ApiKeyId, ApiKeyRecord>,
     sessions: HashMap<String, SessionRecord>,
 }
 
@@ -649,6 +651,63 @@ impl SessionStore for MemoryStore {
         let before = state.sessions.len();
         state.sessions.retain(|_, s| s.subject != subject);
         Ok((before - state.sessions.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for MemoryStore {
+    async fn insert_api_key(&self, scope: &Scope, key: &ApiKeyRecord) -> Result<()> {
+        scope.require(Action::MemberManage)?;
+        if key.workspace != scope.workspace() {
+            return Err(Denied::WrongScope.into());
+        }
+        let mut state = self.state();
+        if state.api_keys.contains_key(&key.id) {
+            return Err(Error::Conflict("API key id exists"));
+        }
+        state.api_keys.insert(key.id, key.clone());
+        Ok(())
+    }
+
+    async fn api_keys(&self, scope: &Scope) -> Result<Vec<ApiKeyRecord>> {
+        scope.require(Action::MemberManage)?;
+        let mut keys: Vec<_> = self
+            .state()
+            .api_keys
+            .values()
+            .filter(|k| k.workspace == scope.workspace())
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| (k.created_at, k.id));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        scope: &Scope,
+        id: ApiKeyId,
+        at: OffsetDateTime,
+    ) -> Result<bool> {
+        scope.require(Action::MemberManage)?;
+        let mut state = self.state();
+        match state.api_keys.get_mut(&id) {
+            Some(key) if key.workspace == scope.workspace() && key.revoked_at.is_none() => {
+                key.revoked_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn api_key_for_auth(&self, id: ApiKeyId) -> Result<Option<ApiKeyRecord>> {
+        Ok(self.state().api_keys.get(&id).cloned())
+    }
+
+    async fn touch_api_key(&self, id: ApiKeyId, at: OffsetDateTime) -> Result<()> {
+        if let Some(key) = self.state().api_keys.get_mut(&id) {
+            key.last_used_at = Some(key.last_used_at.map_or(at, |t| t.max(at)));
+        }
+        Ok(())
     }
 }
 

@@ -164,6 +164,43 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action.
+    pub const ALL: [Action; 11] = [
+        Action::WorkspaceCreate,
+        Action::WorkspaceRead,
+        Action::WorkspaceUpdate,
+        Action::EventIngest,
+        Action::EventRead,
+        Action::SecretRead,
+        Action::SecretWrite,
+        Action::KeyManage,
+        Action::MemberManage,
+        Action::AuditRead,
+        Action::RetentionEnforce,
+    ];
+
+    /// The stable dotted name, for storage and APIs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::WorkspaceCreate => "workspace.create",
+            Action::WorkspaceRead => "workspace.read",
+            Action::WorkspaceUpdate => "workspace.update",
+            Action::EventIngest => "event.ingest",
+            Action::EventRead => "event.read",
+            Action::SecretRead => "secret.read",
+            Action::SecretWrite => "secret.write",
+            Action::KeyManage => "key.manage",
+            Action::MemberManage => "member.manage",
+            Action::AuditRead => "audit.read",
+            Action::RetentionEnforce => "retention.enforce",
+        }
+    }
+
+    /// Parses [`Action::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     /// Actions that change nothing.
     pub const fn is_read_only(self) -> bool {
         matches!(

@@ -234,14 +234,15 @@ pub mod recovery {
     }
 }
 
-/// API keys: `lm_<id>_<secret>`.
+/// API keys: `lm_<id>_<secret>`, the id a UUID in 32 hex digits, the secret 256 random bits.
 pub mod api_key {
     use super::*;
+    use crate::tenancy::ApiKeyId;
 
     /// A freshly made key: show [`NewApiKey::token`] once.
     pub struct NewApiKey {
-        /// The key's public id (hex).
-        pub id: String,
+        /// The key's public id.
+        pub id: ApiKeyId,
         /// The whole key, `lm_<id>_<secret>`.
         pub token: Zeroizing<String>,
     }
@@ -252,36 +253,36 @@ pub mod api_key {
         }
     }
 
-    /// Makes a key with a 64-bit id and a 256-bit secret.
+    /// Makes a key.
     pub fn generate() -> NewApiKey {
-        let id = hex_lower(&random::<8>()[..]);
+        let id = ApiKeyId::new();
         let secret = B64.encode(*random::<32>());
         NewApiKey {
-            token: Zeroizing::new(format!("lm_{id}_{secret}")),
+            token: Zeroizing::new(format!("lm_{}_{secret}", id.as_uuid().simple())),
             id,
         }
     }
 
-    /// Splits a presented key into its id, after checking the shape. The blind index of the whole
-    /// token (see [`TokenHasher::digest`]) finds the row.
+    /// The id of a presented key, after checking the shape; the row is found by it and the key
+    /// then checked against the stored HMAC of the whole token.
     ///
     /// # Errors
     /// [`Error::Invalid`] without echoing the key.
-    pub fn parse(token: &str) -> Result<&str> {
+    pub fn parse(token: &str) -> Result<ApiKeyId> {
         let invalid = || Error::invalid("malformed API key");
         let rest = token.strip_prefix("lm_").ok_or_else(invalid)?;
         let (id, secret) = rest.split_once('_').ok_or_else(invalid)?;
-        if id.len() != 16
-            || !id.bytes().all(|b| b.is_ascii_hexdigit())
-            || B64.decode(secret).map(|s| s.len()) != Ok(32)
+        if id.len() != 32
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         {
             return Err(invalid());
         }
-        Ok(id)
-    }
-
-    fn hex_lower(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        if B64.decode(secret).map(|s| s.len()) != Ok(32) {
+            return Err(invalid());
+        }
+        id.parse().map_err(|_| invalid())
     }
 }
 
@@ -358,14 +359,17 @@ mod tests {
     #[test]
     fn api_keys_have_the_documented_shape() {
         let key = api_key::generate();
-        assert!(key.token.starts_with(&format!("lm_{}_", key.id)));
+        assert!(
+            key.token
+                .starts_with(&format!("lm_{}_", key.id.as_uuid().simple()))
+        );
         assert_eq!(api_key::parse(&key.token).unwrap(), key.id);
         assert!(!format!("{key:?}").contains(&key.token[20..]));
         for bad in [
             "",
             "lm_",
             "lm_zz_abc",
-            "sk_0123456789abcdef_x",
+            "sk_0123456789abcdef0123456789abcdef_x",
             &key.token[..key.token.len() - 1],
         ] {
             assert!(api_key::parse(bad).is_err(), "{bad}");
