@@ -13,6 +13,7 @@
 
 mod client;
 mod collector;
+pub mod dashboard;
 mod headers;
 mod limiter;
 #[cfg(feature = "tls")]

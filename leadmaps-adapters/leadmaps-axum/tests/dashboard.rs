@@ -1,0 +1,175 @@
+//! The workspace API: a key reaches its own workspace and nothing else. The test walks every
+//! route in `dashboard::ROUTES`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use leadmaps_axum::dashboard::{DashboardState, ROUTES, dashboard_routes};
+use leadmaps_core::auth::keys::ApiKeys;
+use leadmaps_core::auth::tokens::TokenHasher;
+use leadmaps_core::clock::{Clock, SystemClock};
+use leadmaps_core::crypto::{Kek, KeyRing, Vault};
+use leadmaps_core::memory::MemoryStore;
+use leadmaps_core::store::{SiteStore, Store, WorkspaceStore};
+use leadmaps_core::tenancy::{
+    Action, Gate, Principal, Region, Role, SystemTask, UserId, WorkspaceId,
+};
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+struct World {
+    router: axum::Router,
+    a: WorkspaceId,
+    b: WorkspaceId,
+    key_a_read: String,
+    key_a_ingest_only: String,
+}
+
+async fn world() -> World {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let gate = Gate::new(clock.clone());
+    let store = Arc::new(MemoryStore::new());
+    let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+    for (ws, domain) in [(a, "a.example"), (b, "b.example")] {
+        let provisioning = Principal::System(SystemTask::Provisioning);
+        store
+            .create_workspace(
+                &gate
+                    .authorize(&provisioning, ws, Action::WorkspaceCreate)
+                    .unwrap(),
+                "w",
+                Region::Eu,
+                clock.now(),
+            )
+            .await
+            .unwrap();
+        store
+            .add_site(
+                &gate
+                    .authorize(&provisioning, ws, Action::WorkspaceUpdate)
+                    .unwrap(),
+                domain,
+                clock.now(),
+            )
+            .await
+            .unwrap();
+    }
+    let ring =
+        KeyRing::new([Kek::new(1, &(0..32u8).map(|i| i ^ 0x2e).collect::<Vec<_>>()).unwrap()])
+            .unwrap();
+    let hasher = TokenHasher::new(&ring);
+    let vault = Arc::new(
+        Vault::start(ring, store.clone(), clock.clone())
+            .await
+            .unwrap(),
+    );
+    let keys = Arc::new(ApiKeys::new(store.clone(), vault, hasher, clock));
+    let admin = Principal::Member {
+        user: UserId::new(),
+        memberships: vec![(a, Role::Admin)],
+    };
+    let manage = gate.authorize(&admin, a, Action::MemberManage).unwrap();
+    let read = keys
+        .create(&manage, "read", &[Action::WorkspaceRead, Action::EventRead])
+        .await
+        .unwrap();
+    let ingest = keys
+        .create(&manage, "ingest", &[Action::EventIngest])
+        .await
+        .unwrap();
+    let state = Arc::new(DashboardState::new(
+        store.clone() as Arc<dyn Store>,
+        keys,
+        gate,
+    ));
+    World {
+        router: dashboard_routes(state),
+        a,
+        b,
+        key_a_read: read.key.token.to_string(),
+        key_a_ingest_only: ingest.key.token.to_string(),
+    }
+}
+
+async fn get(world: &World, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::get(path);
+    if let Some(key) = key {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let response = world
+        .router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn path(template: &str, id: WorkspaceId) -> String {
+    template.replace("{id}", &id.to_string())
+}
+
+#[tokio::test]
+async fn a_key_of_workspace_a_gets_nothing_of_workspace_b_on_any_route() {
+    let w = world().await;
+    for (method, template, _) in ROUTES {
+        assert_eq!(*method, "GET");
+        let (own, _) = get(&w, &path(template, w.a), Some(&w.key_a_read)).await;
+        assert_eq!(own, StatusCode::OK, "{template} on its own workspace");
+        let (other, body) = get(&w, &path(template, w.b), Some(&w.key_a_read)).await;
+        assert_eq!(
+            other,
+            StatusCode::NOT_FOUND,
+            "{template} on another workspace"
+        );
+        assert!(!body.to_string().contains("b.example"));
+        let (ghost, _) = get(&w, &path(template, WorkspaceId::new()), Some(&w.key_a_read)).await;
+        assert_eq!(
+            ghost,
+            StatusCode::NOT_FOUND,
+            "a missing workspace looks the same as a foreign one"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_are_required_checked_and_limited_to_their_actions() {
+    let w = world().await;
+    for (_, template, _) in ROUTES {
+        let url = path(template, w.a);
+        let (none, _) = get(&w, &url, None).await;
+        assert_eq!(none, StatusCode::UNAUTHORIZED, "{template}");
+        let (bad, _) = get(&w, &url, Some("lm_00000000000000000000000000000000_AAAA")).await;
+        assert_eq!(bad, StatusCode::UNAUTHORIZED);
+        let (narrow, _) = get(&w, &url, Some(&w.key_a_ingest_only)).await;
+        assert_eq!(
+            narrow,
+            StatusCode::FORBIDDEN,
+            "an ingest key reads nothing: {template}"
+        );
+    }
+    let (status, body) = get(
+        &w,
+        &path("/api/v1/workspaces/{id}/sites", w.a),
+        Some(&w.key_a_read),
+    )
+    .await;
+    assert_eq!(
+        (status, body["sites"][0].as_str()),
+        (StatusCode::OK, Some("a.example"))
+    );
+    let (status, body) = get(
+        &w,
+        &path("/api/v1/workspaces/{id}/drops", w.a),
+        Some(&w.key_a_read),
+    )
+    .await;
+    assert_eq!(
+        (status, body["drops"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+}
