@@ -11,6 +11,7 @@ use time::{Date, OffsetDateTime};
 use crate::auth::keys::{ApiKeyRecord, ApiKeyStore};
 use crate::auth::session::{MagicLink, SessionRecord, SessionStore};
 use crate::auth::totp::{Subject, TotpFactor, TotpStore};
+use crate::auth::users::{User, UserStore};
 use crate::error::{Error, Result};
 use crate::ingest::{Event, EventBatch, EventId, RejectReason, Verdict};
 use crate::mail::Address;
@@ -20,7 +21,7 @@ use crate::store::{
     WrappedTenantKey, normalize_domain, require_secret_read, validate_secret_name,
     validate_workspace_name,
 };
-use crate::tenancy::{Action, ApiKeyId, Denied, Region, Scope, WorkspaceId};
+use crate::tenancy::{Action, ApiKeyId, Denied, Region, Role, Scope, UserId, WorkspaceId};
 
 #[derive(Default)]
 struct State {
@@ -38,6 +39,8 @@ struct State {
     totp: HashMap<Subject, TotpFactor>,
     links: HashMap<String, MagicLink>,
     api_keys: BTreeMap<ApiKeyId, ApiKeyRecord>,
+    users: HashMap<UserId, User>,
+    memberships: BTreeMap<(UserId, WorkspaceId), Role>,
     sessions: HashMap<String, SessionRecord>,
 }
 
@@ -708,6 +711,48 @@ impl ApiKeyStore for MemoryStore {
             key.last_used_at = Some(key.last_used_at.map_or(at, |t| t.max(at)));
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl UserStore for MemoryStore {
+    async fn create_user(&self, user: &User) -> Result<()> {
+        let mut state = self.state();
+        if state.users.values().any(|u| u.email == user.email) || state.users.contains_key(&user.id)
+        {
+            return Err(Error::Conflict("user exists"));
+        }
+        state.users.insert(user.id, user.clone());
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &Address) -> Result<Option<User>> {
+        Ok(self
+            .state()
+            .users
+            .values()
+            .find(|u| &u.email == email)
+            .cloned())
+    }
+
+    async fn set_membership(&self, scope: &Scope, user: UserId, role: Role) -> Result<()> {
+        scope.require(Action::MemberManage)?;
+        let mut state = self.state();
+        if !state.users.contains_key(&user) {
+            return Err(Error::NotFound);
+        }
+        state.memberships.insert((user, scope.workspace()), role);
+        Ok(())
+    }
+
+    async fn memberships(&self, user: UserId) -> Result<Vec<(WorkspaceId, Role)>> {
+        let state = self.state();
+        Ok(state
+            .memberships
+            .range((user, WorkspaceId::from_uuid(uuid::Uuid::nil()))..)
+            .take_while(|((u, _), _)| *u == user)
+            .map(|((_, ws), role)| (*ws, *role))
+            .collect())
     }
 }
 

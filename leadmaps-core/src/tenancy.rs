@@ -253,7 +253,7 @@ pub struct ImpersonationGrant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SystemTask {
-    /// Provisioning a new workspace (create it, add its first sites).
+    /// Provisioning a new workspace (create it, add its first sites and its first admin).
     Provisioning,
     /// Rewrapping tenant keys after a KEK rotation.
     KeyRotation,
@@ -266,9 +266,10 @@ pub enum SystemTask {
 impl SystemTask {
     const fn permits(self, action: Action) -> bool {
         match self {
-            SystemTask::Provisioning => {
-                matches!(action, Action::WorkspaceCreate | Action::WorkspaceUpdate)
-            }
+            SystemTask::Provisioning => matches!(
+                action,
+                Action::WorkspaceCreate | Action::WorkspaceUpdate | Action::MemberManage
+            ),
             SystemTask::KeyRotation | SystemTask::SaltRotation => {
                 matches!(action, Action::KeyManage)
             }

@@ -11,6 +11,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 mod client;
 mod collector;
 pub mod dashboard;

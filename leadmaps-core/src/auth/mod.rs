@@ -6,6 +6,7 @@ pub mod otp;
 pub mod session;
 pub mod tokens;
 pub mod totp;
+pub mod users;
 
 /// Every auth store trait, for `Arc<dyn AuthStore>`.
 pub trait AuthStore: totp::TotpStore + session::SessionStore {}
