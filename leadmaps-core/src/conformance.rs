@@ -1826,3 +1826,213 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
     .await;
     results.into_iter().map(|r| r.expect("all ready")).collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Identity stores (users, memberships, API keys)
+
+type IdentityCheck =
+    fn(Arc<dyn crate::auth::IdentityStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every identity-store check, by name.
+pub const IDENTITY_CHECKS: &[(&str, IdentityCheck)] = &[
+    ("users_and_memberships", |s| {
+        Box::pin(users_and_memberships(s))
+    }),
+    ("api_keys_stay_in_their_workspace", |s| {
+        Box::pin(api_keys_stay_in_their_workspace(s))
+    }),
+];
+
+/// Runs every identity-store check, each on a fresh store. Workspaces named by the checks need
+/// not exist in the store.
+pub async fn run_identity<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn crate::auth::IdentityStore>>,
+{
+    for (name, check) in IDENTITY_CHECKS {
+        check(fresh().await).await;
+        println!("conformance: {name} ... ok");
+    }
+}
+
+fn manage(gate: &Gate, ws: WorkspaceId) -> Scope {
+    gate.authorize(
+        &Principal::System(SystemTask::Provisioning),
+        ws,
+        Action::MemberManage,
+    )
+    .unwrap()
+}
+
+/// Addresses are unique; memberships are per workspace and need the member-management action.
+pub async fn users_and_memberships(store: Arc<dyn crate::auth::IdentityStore>) {
+    use crate::auth::users::User;
+    let gate = Gate::new(Arc::new(ManualClock::new(start_time())));
+    let alice = User {
+        id: UserId::new(),
+        email: crate::mail::Address::parse("alice@example.com").unwrap(),
+        created_at: start_time(),
+    };
+    store.create_user(&alice).await.unwrap();
+    let twin = User {
+        id: UserId::new(),
+        ..alice.clone()
+    };
+    assert_eq!(kind(store.create_user(&twin).await), ErrorKind::Conflict);
+    assert_eq!(
+        store.user_by_email(&alice.email).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_email(&crate::mail::Address::parse("bob@example.com").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+    store
+        .set_membership(&manage(&gate, a), alice.id, Role::Viewer)
+        .await
+        .unwrap();
+    store
+        .set_membership(&manage(&gate, b), alice.id, Role::Admin)
+        .await
+        .unwrap();
+    store
+        .set_membership(&manage(&gate, a), alice.id, Role::Editor)
+        .await
+        .unwrap();
+    let mut got = store.memberships(alice.id).await.unwrap();
+    got.sort();
+    let mut want = vec![(a, Role::Editor), (b, Role::Admin)];
+    want.sort();
+    assert_eq!(got, want);
+    let update = gate
+        .authorize(
+            &Principal::System(SystemTask::Provisioning),
+            a,
+            Action::WorkspaceUpdate,
+        )
+        .unwrap();
+    assert_eq!(
+        kind(store.set_membership(&update, alice.id, Role::Admin).await),
+        ErrorKind::Denied
+    );
+    assert_eq!(
+        kind(
+            store
+                .set_membership(&manage(&gate, a), UserId::new(), Role::Admin)
+                .await
+        ),
+        ErrorKind::NotFound
+    );
+    assert_eq!(store.memberships(UserId::new()).await.unwrap(), []);
+}
+
+/// Keys are listed and revoked only within their workspace; lookups for authentication find
+/// them by id; use times only move forward.
+pub async fn api_keys_stay_in_their_workspace(store: Arc<dyn crate::auth::IdentityStore>) {
+    use crate::auth::keys::ApiKeyRecord;
+    let gate = Gate::new(Arc::new(ManualClock::new(start_time())));
+    let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+    let record = |ws, name: &str| ApiKeyRecord {
+        id: crate::tenancy::ApiKeyId::new(),
+        workspace: ws,
+        name: name.into(),
+        actions: vec![Action::EventRead, Action::WorkspaceRead],
+        digest: crate::auth::tokens::TokenDigest {
+            key_id: 2,
+            mac: [5; 32],
+        },
+        sealed: vec![1; 90],
+        created_at: start_time(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let (ka, kb) = (record(a, "a-key"), record(b, "b-key"));
+    store.insert_api_key(&manage(&gate, a), &ka).await.unwrap();
+    store.insert_api_key(&manage(&gate, b), &kb).await.unwrap();
+    assert_eq!(
+        kind(store.insert_api_key(&manage(&gate, a), &kb).await),
+        ErrorKind::Denied,
+        "a key of B under A's scope"
+    );
+    let read = gate
+        .authorize(
+            &Principal::System(SystemTask::Provisioning),
+            a,
+            Action::WorkspaceUpdate,
+        )
+        .unwrap();
+    assert_eq!(kind(store.api_keys(&read).await), ErrorKind::Denied);
+    assert_eq!(
+        store.api_keys(&manage(&gate, a)).await.unwrap(),
+        [ka.clone()]
+    );
+    assert_eq!(
+        store.api_key_for_auth(kb.id).await.unwrap(),
+        Some(kb.clone())
+    );
+    assert!(
+        !store
+            .revoke_api_key(&manage(&gate, a), kb.id, start_time())
+            .await
+            .unwrap(),
+        "A cannot revoke B's key"
+    );
+    assert_eq!(
+        store
+            .api_key_for_auth(kb.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        None
+    );
+    let t = start_time() + Duration::minutes(3);
+    assert!(
+        store
+            .revoke_api_key(&manage(&gate, a), ka.id, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_api_key(&manage(&gate, a), ka.id, t)
+            .await
+            .unwrap(),
+        "revoked once"
+    );
+    assert_eq!(
+        store
+            .api_key_for_auth(ka.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(t)
+    );
+    store.touch_api_key(kb.id, t).await.unwrap();
+    store
+        .touch_api_key(kb.id, t - Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .api_key_for_auth(kb.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(t)
+    );
+    assert_eq!(
+        store
+            .api_key_for_auth(crate::tenancy::ApiKeyId::new())
+            .await
+            .unwrap(),
+        None
+    );
+}

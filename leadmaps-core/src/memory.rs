@@ -773,5 +773,9 @@ mod tests {
             Arc::new(MemoryStore::new()) as Arc<dyn crate::auth::AuthStore>
         })
         .await;
+        crate::conformance::run_identity(|| async {
+            Arc::new(MemoryStore::new()) as Arc<dyn crate::auth::IdentityStore>
+        })
+        .await;
     }
 }

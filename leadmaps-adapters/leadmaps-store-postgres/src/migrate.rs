@@ -60,6 +60,7 @@ migrations!(
     (1, "tenancy"),
     (2, "sites_salts_events"),
     (3, "partitioned_events"),
+    (4, "auth"),
 );
 
 /// The schema version this build needs.

@@ -12,3 +12,8 @@ pub mod users;
 pub trait AuthStore: totp::TotpStore + session::SessionStore {}
 
 impl<T: totp::TotpStore + session::SessionStore + ?Sized> AuthStore for T {}
+
+/// Users, memberships and API keys, for `Arc<dyn IdentityStore>`.
+pub trait IdentityStore: users::UserStore + keys::ApiKeyStore {}
+
+impl<T: users::UserStore + keys::ApiKeyStore + ?Sized> IdentityStore for T {}

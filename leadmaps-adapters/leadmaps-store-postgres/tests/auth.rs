@@ -1,0 +1,268 @@
+//! The authentication stores (TOTP factors, magic links, sessions) against real PostgreSQL: the
+//! conformance checks, each on a fresh database, plus races across pooled connections and the app
+//! role's privileges on the identity tables.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use leadmaps_core::auth::AuthStore;
+use leadmaps_core::auth::session::{MagicLink, Realm, SessionStore};
+use leadmaps_core::auth::tokens::TokenDigest;
+use leadmaps_core::auth::totp::{Subject, TotpFactor, TotpStore};
+use leadmaps_core::mail::Address;
+use leadmaps_core::tenancy::UserId;
+use leadmaps_store_postgres::{DEFAULT_APP_ROLE, PostgresStore};
+use time::Duration;
+use time::macros::datetime;
+use tokio_postgres::error::SqlState;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_passes_the_auth_conformance_suite() {
+    let server = server_or_skip!();
+    // As tests/conformance.rs: each check on a fresh database, dropped when the next one starts
+    // and the last one after the suite, also when a check panics.
+    let made: Arc<Mutex<Vec<common::Db>>> = Arc::default();
+    let suite = {
+        let (server, made) = (server.clone(), made.clone());
+        tokio::spawn(async move {
+            leadmaps_core::conformance::run_auth(|| {
+                let (server, made) = (server.clone(), made.clone());
+                async move {
+                    let finished: Vec<_> = made.lock().unwrap().drain(..).collect();
+                    for db in finished {
+                        db.drop_db().await;
+                    }
+                    let db = server.fresh_db().await;
+                    made.lock().unwrap().push(db.clone());
+                    let store = PostgresStore::connect(&db.store_config().with_pool_size(4))
+                        .await
+                        .expect("connect");
+                    Arc::new(store) as Arc<dyn AuthStore>
+                }
+            })
+            .await;
+        })
+    };
+    let outcome = suite.await;
+    let left: Vec<_> = made.lock().unwrap().drain(..).collect();
+    for db in left {
+        db.drop_db().await;
+    }
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// Many tasks on many connections: one claim of a step wins, one taker gets a link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn races_across_connections_have_one_winner() {
+    let server = server_or_skip!();
+    server
+        .with_db(|db| async move {
+            let store = Arc::new(
+                PostgresStore::connect(&db.store_config().with_pool_size(16))
+                    .await
+                    .unwrap(),
+            );
+            let user = Subject::User(UserId::new());
+            store
+                .put_totp(&TotpFactor {
+                    subject: user,
+                    sealed_seed: vec![1; 40],
+                    last_step: Some(10),
+                    failures: 4,
+                    locked_until: None,
+                })
+                .await
+                .unwrap();
+            for step in [11, 12, 13] {
+                let tasks: Vec<_> = (0..48)
+                    .map(|_| {
+                        let store = store.clone();
+                        tokio::spawn(async move { store.claim_totp_step(user, step).await })
+                    })
+                    .collect();
+                let mut won = 0;
+                for task in tasks {
+                    won += usize::from(task.await.unwrap().unwrap());
+                }
+                assert_eq!(won, 1, "step {step}");
+            }
+            let factor = store.totp(user).await.unwrap().unwrap();
+            assert_eq!((factor.last_step, factor.failures), (Some(13), 0));
+
+            // Failures counted concurrently are all counted.
+            let now = datetime!(2026-02-15 12:00 UTC);
+            let tasks: Vec<_> = (0..30)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        store
+                            .record_totp_failure(user, now, 10, Duration::minutes(15))
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut counts = Vec::new();
+            for task in tasks {
+                counts.push(task.await.unwrap());
+            }
+            counts.sort_unstable();
+            assert_eq!(counts, (1..=30).collect::<Vec<u32>>());
+            let factor = store.totp(user).await.unwrap().unwrap();
+            assert_eq!(
+                (factor.failures, factor.locked_until),
+                (30, Some(now + Duration::minutes(15)))
+            );
+            let stranger = Subject::User(UserId::new());
+            assert_eq!(
+                store.claim_totp_step(stranger, 1).await.unwrap_err().kind(),
+                leadmaps_core::ErrorKind::NotFound
+            );
+            assert_eq!(
+                store
+                    .record_totp_failure(stranger, now, 10, Duration::minutes(15))
+                    .await
+                    .unwrap_err()
+                    .kind(),
+                leadmaps_core::ErrorKind::NotFound
+            );
+
+            let link = MagicLink {
+                selector: "race-link".into(),
+                digest: TokenDigest {
+                    key_id: u32::MAX,
+                    mac: [0xab; 32],
+                },
+                realm: Realm::Staff,
+                email: Address::parse("Someone@Example.COM").unwrap(),
+                created_at: now,
+                expires_at: now + Duration::minutes(10),
+            };
+            store.insert_link(&link).await.unwrap();
+            assert_eq!(store.link("race-link").await.unwrap(), Some(link.clone()));
+            let tasks: Vec<_> = (0..32)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        store
+                            .take_link("race-link", now + Duration::minutes(9))
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut taken = Vec::new();
+            for task in tasks {
+                taken.extend(task.await.unwrap());
+            }
+            assert_eq!(taken, [link], "taken once, and read back exactly");
+            store.close();
+        })
+        .await;
+}
+
+/// What the app role may do to the identity tables: what the methods need, nothing more.
+#[tokio::test]
+async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
+    let server = server_or_skip!();
+    server
+        .with_db(|db| async move {
+            PostgresStore::connect(&db.store_config())
+                .await
+                .unwrap()
+                .close();
+            let su = db.superuser().await;
+            let rows = su
+                .query(
+                    "SELECT c.relname::text, c.relrowsecurity, pg_get_userbyid(c.relowner)::text,
+                            ARRAY(SELECT p FROM unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE',
+                                                              'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS p
+                                  WHERE has_table_privilege($1, c.oid, p) ORDER BY p),
+                            EXISTS (SELECT FROM aclexplode(c.relacl) x WHERE x.grantee = 0)
+                     FROM pg_class c
+                     WHERE c.relnamespace = 'leadmaps'::regnamespace
+                       AND c.relname IN ('totp_factors', 'magic_links', 'sessions')
+                     ORDER BY 1",
+                    &[&DEFAULT_APP_ROLE],
+                )
+                .await
+                .unwrap();
+            let found: Vec<(String, bool, String, Vec<String>, bool)> = rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect();
+            let owner = leadmaps_store_postgres::OWNER_ROLE.to_owned();
+            let privileges = |list: &[&str]| list.iter().map(|p| (*p).to_owned()).collect();
+            assert_eq!(
+                found,
+                [
+                    (
+                        "magic_links".to_owned(),
+                        false,
+                        owner.clone(),
+                        privileges(&["DELETE", "INSERT", "SELECT"]),
+                        false
+                    ),
+                    (
+                        "sessions".to_owned(),
+                        false,
+                        owner.clone(),
+                        privileges(&["DELETE", "INSERT", "SELECT"]),
+                        false
+                    ),
+                    (
+                        "totp_factors".to_owned(),
+                        false,
+                        owner,
+                        privileges(&["INSERT", "SELECT"]),
+                        false
+                    ),
+                ]
+            );
+            let columns: Vec<String> = su
+                .query(
+                    "SELECT table_name || '.' || column_name FROM information_schema.column_privileges
+                     WHERE grantee = $1 AND privilege_type = 'UPDATE'
+                       AND table_name IN ('totp_factors', 'magic_links', 'sessions')
+                     ORDER BY 1",
+                    &[&DEFAULT_APP_ROLE],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(
+                columns,
+                [
+                    "sessions.last_seen_at",
+                    "totp_factors.failures",
+                    "totp_factors.last_step",
+                    "totp_factors.locked_until",
+                    "totp_factors.sealed_seed"
+                ]
+            );
+            // And as the app role itself.
+            let app = db.connect_as(DEFAULT_APP_ROLE).await;
+            for sql in [
+                "TRUNCATE leadmaps.sessions",
+                "TRUNCATE leadmaps.magic_links",
+                "TRUNCATE leadmaps.totp_factors",
+                "DELETE FROM leadmaps.totp_factors",
+                "UPDATE leadmaps.sessions SET subject_id = subject_id",
+                "UPDATE leadmaps.magic_links SET expires_at = expires_at",
+                "UPDATE leadmaps.totp_factors SET subject_id = subject_id",
+            ] {
+                let error = app.batch_execute(sql).await.expect_err(sql);
+                assert_eq!(
+                    error.code(),
+                    Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+                    "{sql}"
+                );
+            }
+        })
+        .await;
+}
