@@ -1969,7 +1969,7 @@ pub async fn api_keys_stay_in_their_workspace(store: Arc<dyn crate::auth::Identi
     assert_eq!(kind(store.api_keys(&read).await), ErrorKind::Denied);
     assert_eq!(
         store.api_keys(&manage(&gate, a)).await.unwrap(),
-        [ka.clone()]
+        std::slice::from_ref(&ka)
     );
     assert_eq!(
         store.api_key_for_auth(kb.id).await.unwrap(),
