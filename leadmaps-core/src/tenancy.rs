@@ -89,6 +89,13 @@ uuid_id!(
     /// A workspace: the tenant. Every customer-data row carries one.
     WorkspaceId
 );
+impl WorkspaceId {
+    /// The instance tenant: not a customer workspace, but the owner of people's own secrets
+    /// (TOTP seeds), so they get a tenant key and envelope encryption like everything else.
+    /// Only the [`SystemTask::Identity`] principal reaches it.
+    pub const INSTANCE: WorkspaceId = WorkspaceId(Uuid::nil());
+}
+
 uuid_id!(
     /// A customer user (member of workspaces).
     UserId
@@ -261,11 +268,15 @@ pub enum SystemTask {
     SaltRotation,
     /// Deleting events past the retention period.
     Retention,
+    /// Sealing and opening people's own secrets (TOTP seeds) in the instance tenant.
+    Identity,
 }
 
 impl SystemTask {
     const fn permits(self, action: Action) -> bool {
         match self {
+            // Only valid on `WorkspaceId::INSTANCE`; the gate checks the workspace.
+            SystemTask::Identity => matches!(action, Action::SecretRead | Action::SecretWrite),
             SystemTask::Provisioning => matches!(
                 action,
                 Action::WorkspaceCreate | Action::WorkspaceUpdate | Action::MemberManage
@@ -421,6 +432,11 @@ impl Gate {
         workspace: WorkspaceId,
         action: Action,
     ) -> Result<Scope, Denied> {
+        if workspace == WorkspaceId::INSTANCE
+            && *principal != Principal::System(SystemTask::Identity)
+        {
+            return Err(Denied::NotAMember);
+        }
         let actor = match principal {
             Principal::Member { user, memberships } => {
                 if action != Action::WorkspaceCreate {
@@ -477,7 +493,8 @@ impl Gate {
                 Actor::Collector
             }
             Principal::System(task) => {
-                if !task.permits(action) {
+                let instance_only = *task == SystemTask::Identity;
+                if instance_only != (workspace == WorkspaceId::INSTANCE) || !task.permits(action) {
                     return Err(Denied::ActionNotPermitted);
                 }
                 Actor::System(*task)
@@ -611,6 +628,47 @@ mod tests {
         assert_eq!(
             gate.authorize(&rotation, ws, Action::SecretRead),
             Err(Denied::ActionNotPermitted)
+        );
+    }
+
+    #[test]
+    fn the_instance_tenant_is_reachable_only_by_the_identity_task() {
+        let (gate, _) = gate();
+        let identity = Principal::System(SystemTask::Identity);
+        assert!(
+            gate.authorize(&identity, WorkspaceId::INSTANCE, Action::SecretWrite)
+                .is_ok()
+        );
+        assert_eq!(
+            gate.authorize(&identity, WorkspaceId::new(), Action::SecretRead),
+            Err(Denied::ActionNotPermitted)
+        );
+        let provisioning = Principal::System(SystemTask::Provisioning);
+        assert_eq!(
+            gate.authorize(
+                &provisioning,
+                WorkspaceId::INSTANCE,
+                Action::WorkspaceCreate
+            ),
+            Err(Denied::NotAMember)
+        );
+        let admin = Principal::Member {
+            user: UserId::new(),
+            memberships: vec![(WorkspaceId::INSTANCE, Role::Admin)],
+        };
+        // Even a (forged) membership cannot reach the instance tenant.
+        assert_eq!(
+            gate.authorize(&admin, WorkspaceId::INSTANCE, Action::SecretRead),
+            Err(Denied::NotAMember)
+        );
+        let key = Principal::ApiKey {
+            key: ApiKeyId::new(),
+            workspace: WorkspaceId::INSTANCE,
+            actions: vec![Action::SecretRead],
+        };
+        assert_eq!(
+            gate.authorize(&key, WorkspaceId::INSTANCE, Action::SecretRead),
+            Err(Denied::NotAMember)
         );
     }
 

@@ -13,7 +13,7 @@ use time::{Duration, OffsetDateTime};
 use super::otp::{self, Totp};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::tenancy::{StaffId, UserId};
+use crate::tenancy::{StaffId, UserId, WorkspaceId};
 
 /// Consecutive failures that lock a factor.
 pub const LOCK_AFTER: u32 = 10;
@@ -161,6 +161,107 @@ impl TotpVerifier {
     }
 }
 
+/// Enrolment and checking of TOTP factors, with seeds sealed (envelope encryption) in the
+/// instance tenant ([`WorkspaceId::INSTANCE`]) so a database dump holds no usable seed.
+pub struct TotpFactors {
+    store: Arc<dyn TotpStore>,
+    vault: Arc<crate::crypto::Vault>,
+    gate: crate::tenancy::Gate,
+    verifier: TotpVerifier,
+    issuer: String,
+}
+
+impl std::fmt::Debug for TotpFactors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpFactors")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn subject_row(subject: Subject) -> String {
+    match subject {
+        Subject::User(id) => format!("user:{id}"),
+        Subject::Staff(id) => format!("staff:{id}"),
+    }
+}
+
+impl TotpFactors {
+    /// Factors over a store and the vault, issued as `issuer` in authenticator apps.
+    pub fn new(
+        store: Arc<dyn TotpStore>,
+        vault: Arc<crate::crypto::Vault>,
+        gate: crate::tenancy::Gate,
+        clock: Arc<dyn Clock>,
+        issuer: impl Into<String>,
+    ) -> Self {
+        let verifier = TotpVerifier::new(store.clone(), clock);
+        Self {
+            store,
+            vault,
+            gate,
+            verifier,
+            issuer: issuer.into(),
+        }
+    }
+
+    fn scope(&self, action: crate::tenancy::Action) -> Result<crate::tenancy::Scope> {
+        let identity = crate::tenancy::Principal::System(crate::tenancy::SystemTask::Identity);
+        Ok(self
+            .gate
+            .authorize(&identity, WorkspaceId::INSTANCE, action)?)
+    }
+
+    /// Enrols (or re-enrols) a factor with a fresh 160-bit seed; returns the `otpauth://` URI to
+    /// show once as a QR code. The seed is stored sealed; the previous factor, if any, is replaced.
+    ///
+    /// # Errors
+    /// Vault and store errors.
+    pub async fn enroll(
+        &self,
+        subject: Subject,
+        account: &str,
+    ) -> Result<zeroize::Zeroizing<String>> {
+        let mut seed = zeroize::Zeroizing::new(vec![0u8; 20]);
+        crate::crypto::random_bytes(&mut seed);
+        let row = subject_row(subject);
+        let scope = self.scope(crate::tenancy::Action::SecretWrite)?;
+        let context = crate::crypto::SecretContext::totp_seed(WorkspaceId::INSTANCE, &row);
+        let sealed_seed = self.vault.seal(&scope, &context, &seed).await?;
+        let factor = TotpFactor {
+            subject,
+            sealed_seed,
+            last_step: None,
+            failures: 0,
+            locked_until: None,
+        };
+        self.store.put_totp(&factor).await?;
+        let uri = otp::OtpAuth {
+            issuer: self.issuer.clone(),
+            account: account.to_owned(),
+            secret: seed,
+            totp: Totp::default(),
+        };
+        Ok(uri.to_uri())
+    }
+
+    /// Checks a code (see [`TotpVerifier::verify`]).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] without a factor; [`Error::Decrypt`] if the sealed seed does not open.
+    pub async fn check(&self, subject: Subject, code: &str) -> Result<TotpOutcome> {
+        let factor = self.store.totp(subject).await?.ok_or(Error::NotFound)?;
+        let row = subject_row(subject);
+        let scope = self.scope(crate::tenancy::Action::SecretRead)?;
+        let context = crate::crypto::SecretContext::totp_seed(WorkspaceId::INSTANCE, &row);
+        let seed = self
+            .vault
+            .open(&scope, &context, &factor.sealed_seed)
+            .await?;
+        self.verifier.verify(subject, seed.expose(), code).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +373,59 @@ mod tests {
             store.totp(subject).await.unwrap().unwrap().failures,
             0,
             "success resets the count"
+        );
+    }
+
+    #[tokio::test]
+    async fn enrolment_seals_the_seed_and_codes_from_the_uri_work() {
+        use crate::crypto::{Kek, KeyRing, Vault};
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(ManualClock::new(
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        ));
+        let ring =
+            KeyRing::new([Kek::new(1, &(0..32u8).map(|i| i ^ 0x19).collect::<Vec<_>>()).unwrap()])
+                .unwrap();
+        let vault = Arc::new(
+            Vault::start(ring, store.clone(), clock.clone())
+                .await
+                .unwrap(),
+        );
+        let gate = crate::tenancy::Gate::new(clock.clone());
+        let factors = TotpFactors::new(store.clone(), vault, gate, clock.clone(), "leadmaps");
+        let subject = Subject::User(UserId::new());
+        let uri = factors.enroll(subject, "alice@example.com").await.unwrap();
+        let parsed = otp::OtpAuth::parse(&uri).unwrap();
+        let stored = store.totp(subject).await.unwrap().unwrap();
+        assert!(
+            !stored
+                .sealed_seed
+                .windows(parsed.secret.len())
+                .any(|w| w == &parsed.secret[..]),
+            "sealed at rest"
+        );
+        let totp = Totp::default();
+        let code = totp.format(totp.code_at(&parsed.secret, clock.now().unix_timestamp() as u64));
+        assert_eq!(
+            factors.check(subject, &code).await.unwrap(),
+            TotpOutcome::Accepted
+        );
+        assert_eq!(
+            factors.check(subject, &code).await.unwrap(),
+            TotpOutcome::Reused
+        );
+        // A sealed seed copied to another subject does not open there.
+        let other = Subject::User(UserId::new());
+        store
+            .put_totp(&TotpFactor {
+                subject: other,
+                ..stored
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            factors.check(other, &code).await.unwrap_err().kind(),
+            crate::ErrorKind::Decrypt
         );
     }
 
