@@ -61,7 +61,7 @@ fn step_param(step: u64) -> Result<i64> {
     i64::try_from(step).map_err(|_| Error::invalid("TOTP step out of range"))
 }
 
-fn digest_from(row: &Row) -> Result<TokenDigest> {
+pub(crate) fn digest_from(row: &Row) -> Result<TokenDigest> {
     let mac: Vec<u8> = row.try_get("digest_mac").map_err(pg)?;
     Ok(TokenDigest {
         key_id: to_u32(row.try_get("digest_key_id").map_err(pg)?)?,

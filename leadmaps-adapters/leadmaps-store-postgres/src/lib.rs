@@ -5,6 +5,7 @@ mod config;
 mod doctor;
 mod error;
 mod events;
+mod identity;
 mod migrate;
 mod salts;
 mod sites;

@@ -61,6 +61,7 @@ migrations!(
     (2, "sites_salts_events"),
     (3, "partitioned_events"),
     (4, "auth"),
+    (5, "identity"),
 );
 
 /// The schema version this build needs.

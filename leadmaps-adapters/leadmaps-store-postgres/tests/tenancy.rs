@@ -64,6 +64,16 @@ const TABLES: &[Table] = &[
         update: Some("count = count"),
         delete: false,
     },
+    Table {
+        name: "leadmaps.memberships",
+        update: Some("role = role"),
+        delete: false,
+    },
+    Table {
+        name: "leadmaps.api_keys",
+        update: Some("revoked_at = revoked_at"),
+        delete: false,
+    },
 ];
 
 /// One row for `ws` in `table`; `n` varies the keys so several rows of one workspace can coexist.
@@ -84,6 +94,23 @@ fn row_sql(table: &str, ws: Uuid, n: u8) -> String {
         }
         "leadmaps.event_ids" => format!("('{ws}', gen_random_uuid())"),
         "leadmaps.event_drops" => format!("('{ws}', date '2026-01-01' + {n}, 'bot', 1)"),
+        // A membership needs its user (a foreign key): both in one statement.
+        "leadmaps.memberships" => {
+            return format!(
+                "WITH u AS (INSERT INTO leadmaps.users (id, email, created_at)
+                            VALUES (gen_random_uuid(), 'm{n}-{ws}@example.com', now()) RETURNING id)
+                 INSERT INTO leadmaps.memberships (workspace_id, user_id, role)
+                 SELECT '{ws}', u.id, 'viewer' FROM u"
+            );
+        }
+        "leadmaps.api_keys" => {
+            return format!(
+                "INSERT INTO leadmaps.api_keys (id, workspace_id, name, actions, digest_key_id, digest_mac,
+                     sealed, created_at)
+                 VALUES (gen_random_uuid(), '{ws}', 'k{n}', ARRAY['event.read'], 1,
+                     decode(repeat('00', 32), 'hex'), '\\x01', now())"
+            );
+        }
         other => panic!("no row for {other}"),
     };
     format!("INSERT INTO {table} VALUES {values}")
@@ -377,10 +404,13 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
             assert_eq!(
                 names,
                 [
+                    "api_key_for_auth",
                     "count_needing_rewrap",
                     "ensure_event_partitions",
                     "kek_ids_in_use",
+                    "memberships_of_user",
                     "site_route",
+                    "touch_api_key",
                     "workspaces_needing_rewrap",
                     "workspaces_with_salts_before"
                 ]
@@ -397,20 +427,30 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 assert!(row.get::<_, bool>(4), "{name}: the app role may execute it");
                 assert!(row.get::<_, bool>(5), "{name}: PUBLIC may not");
             }
-            let lookup_columns: Vec<String> = su
-                .query(
-                    "SELECT table_name || '.' || column_name FROM information_schema.column_privileges
-                     WHERE grantee = $1 AND table_schema = 'leadmaps' ORDER BY 1",
-                    &[&LOOKUP_ROLE],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+            let lookup_columns = |privilege: &'static str| {
+                let su = &su;
+                async move {
+                    su.query(
+                        "SELECT table_name || '.' || column_name FROM information_schema.column_privileges
+                         WHERE grantee = $1 AND table_schema = 'leadmaps' AND privilege_type = $2
+                         ORDER BY 1",
+                        &[&LOOKUP_ROLE, &privilege],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect::<Vec<String>>()
+                }
+            };
+            let (selects, others): (Vec<String>, Vec<String>) =
+                lookup_columns("SELECT").await.into_iter().partition(|c| !c.starts_with("api_keys."));
             assert_eq!(
-                lookup_columns,
+                selects,
                 [
+                    "memberships.role",
+                    "memberships.user_id",
+                    "memberships.workspace_id",
                     "salts.day",
                     "salts.workspace_id",
                     "sites.domain",
@@ -421,8 +461,33 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                     "workspaces.region",
                     "workspaces.workspace_id"
                 ],
-                "the lookup role reads ids, days, regions and ranges: never a blob or a name"
+                "the lookup role reads ids, days, regions, ranges and roles: never a blob or a name"
             );
+            // The one exception: authenticating a key returns its whole record (the trait's
+            // answer), so api_key_for_auth reads every column of that one row.
+            assert_eq!(
+                others,
+                [
+                    "api_keys.actions",
+                    "api_keys.created_at",
+                    "api_keys.digest_key_id",
+                    "api_keys.digest_mac",
+                    "api_keys.id",
+                    "api_keys.last_used_at",
+                    "api_keys.name",
+                    "api_keys.revoked_at",
+                    "api_keys.sealed",
+                    "api_keys.workspace_id"
+                ]
+            );
+            assert_eq!(
+                lookup_columns("UPDATE").await,
+                ["api_keys.last_used_at"],
+                "and writes only a key's last use (touch_api_key)"
+            );
+            for privilege in ["INSERT", "REFERENCES"] {
+                assert_eq!(lookup_columns(privilege).await, Vec::<String>::new(), "{privilege}");
+            }
             let lookup_tables: i64 = su
                 .query_one(
                     "SELECT count(*) FROM information_schema.table_privileges WHERE grantee = $1",
