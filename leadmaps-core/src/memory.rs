@@ -10,6 +10,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::auth::keys::{ApiKeyRecord, ApiKeyStore};
 use crate::auth::session::{MagicLink, SessionRecord, SessionStore};
+use crate::auth::staff::{SensitiveAction, StepUpStore};
 use crate::auth::totp::{Subject, TotpFactor, TotpStore};
 use crate::auth::users::{User, UserStore};
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::store::{
     WrappedTenantKey, normalize_domain, require_secret_read, validate_secret_name,
     validate_workspace_name,
 };
-use crate::tenancy::{Action, ApiKeyId, Denied, Region, Role, Scope, UserId, WorkspaceId};
+use crate::tenancy::{Action, ApiKeyId, Denied, Region, Role, Scope, StaffId, UserId, WorkspaceId};
 
 #[derive(Default)]
 struct State {
@@ -40,6 +41,7 @@ struct State {
     links: HashMap<String, MagicLink>,
     api_keys: BTreeMap<ApiKeyId, ApiKeyRecord>,
     users: HashMap<UserId, User>,
+    step_ups: Vec<(StaffId, SensitiveAction, OffsetDateTime)>,
     memberships: BTreeMap<(UserId, WorkspaceId), Role>,
     sessions: HashMap<String, SessionRecord>,
 }
@@ -753,6 +755,33 @@ impl UserStore for MemoryStore {
             .take_while(|((u, _), _)| *u == user)
             .map(|((_, ws), role)| (*ws, *role))
             .collect())
+    }
+}
+
+#[async_trait]
+impl StepUpStore for MemoryStore {
+    async fn grant_step_up(
+        &self,
+        staff: StaffId,
+        action: SensitiveAction,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        self.state().step_ups.push((staff, action, expires_at));
+        Ok(())
+    }
+
+    async fn take_step_up(
+        &self,
+        staff: StaffId,
+        action: SensitiveAction,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let mut state = self.state();
+        let found = state
+            .step_ups
+            .iter()
+            .position(|(s, a, until)| *s == staff && *a == action && now < *until);
+        Ok(found.map(|i| state.step_ups.swap_remove(i)).is_some())
     }
 }
 

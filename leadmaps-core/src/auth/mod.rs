@@ -4,6 +4,7 @@
 pub mod keys;
 pub mod otp;
 pub mod session;
+pub mod staff;
 pub mod tokens;
 pub mod totp;
 pub mod users;
