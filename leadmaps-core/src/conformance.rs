@@ -1604,6 +1604,9 @@ pub const AUTH_CHECKS: &[(&str, AuthCheck)] = &[
     ("sessions_round_trip_and_revoke", |s| {
         Box::pin(sessions_round_trip_and_revoke(s))
     }),
+    ("step_ups_are_taken_once", |s| {
+        Box::pin(step_ups_are_taken_once(s))
+    }),
 ];
 
 /// Runs every authentication-store check, each on a fresh store.
@@ -1801,6 +1804,36 @@ pub async fn sessions_round_trip_and_revoke(store: Arc<dyn crate::auth::AuthStor
     assert_eq!(store.delete_sessions(alice).await.unwrap(), 1);
     assert_eq!(store.session("s2").await.unwrap(), None);
     assert!(store.session("s3").await.unwrap().is_some());
+}
+
+/// A step-up grant is taken once, only for its staff member and action, only before it expires.
+pub async fn step_ups_are_taken_once(store: Arc<dyn crate::auth::AuthStore>) {
+    use crate::auth::staff::SensitiveAction::{CloseIncident, RotateKeys};
+    let (staff, other) = (
+        crate::tenancy::StaffId::new(),
+        crate::tenancy::StaffId::new(),
+    );
+    let t = start_time();
+    store
+        .grant_step_up(staff, RotateKeys, t + Duration::minutes(10))
+        .await
+        .unwrap();
+    assert!(!store.take_step_up(staff, CloseIncident, t).await.unwrap());
+    assert!(!store.take_step_up(other, RotateKeys, t).await.unwrap());
+    assert!(
+        !store
+            .take_step_up(staff, RotateKeys, t + Duration::minutes(10))
+            .await
+            .unwrap(),
+        "expired"
+    );
+    let takes = (0..20).map(|_| store.take_step_up(staff, RotateKeys, t));
+    let taken = futures_join_all(takes)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(taken, 1, "one grant, one use");
 }
 
 /// Polls futures concurrently on the current task (no runtime needed).

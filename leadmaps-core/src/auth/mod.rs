@@ -10,9 +10,9 @@ pub mod totp;
 pub mod users;
 
 /// Every auth store trait, for `Arc<dyn AuthStore>`.
-pub trait AuthStore: totp::TotpStore + session::SessionStore {}
+pub trait AuthStore: totp::TotpStore + session::SessionStore + staff::StepUpStore {}
 
-impl<T: totp::TotpStore + session::SessionStore + ?Sized> AuthStore for T {}
+impl<T: totp::TotpStore + session::SessionStore + staff::StepUpStore + ?Sized> AuthStore for T {}
 
 /// Users, memberships and API keys, for `Arc<dyn IdentityStore>`.
 pub trait IdentityStore: users::UserStore + keys::ApiKeyStore {}
