@@ -1,4 +1,5 @@
-//! Authentication state: TOTP factors, magic links and sessions (migration V4).
+//! Authentication state: TOTP factors, magic links and sessions (migration V4), and staff step-up
+//! grants (migration V6).
 //!
 //! These are identity tables, not customer data: no `workspace_id`, no scope, no row-level
 //! security (see the README). Every method is one statement in its own implicit transaction, and
@@ -10,10 +11,15 @@
 //! - `take_link` is `DELETE ... WHERE selector = $1 AND expires_at > $now RETURNING ...`: of any
 //!   number of concurrent takers, the first deletes the row and the others find none;
 //! - `record_totp_failure` increments and locks in one `UPDATE ... RETURNING`;
-//! - `touch_session` only moves `last_seen_at` forward (`GREATEST`).
+//! - `touch_session` only moves `last_seen_at` forward (`GREATEST`);
+//! - `take_step_up` picks the live grant that expires first and deletes it by id in one
+//!   statement. Concurrent takers of one grant queue on its row lock; the first deletes it and
+//!   every other finds it gone and deletes nothing, so one grant is used once. A taker that lost
+//!   its pick to another while a second grant was live tries again with a fresh snapshot.
 
 use async_trait::async_trait;
 use leadmaps_core::auth::session::{MagicLink, Realm, SessionRecord, SessionStore};
+use leadmaps_core::auth::staff::{SensitiveAction, StepUpStore};
 use leadmaps_core::auth::tokens::TokenDigest;
 use leadmaps_core::auth::totp::{Subject, TotpFactor, TotpStore};
 use leadmaps_core::mail::Address;
@@ -403,5 +409,87 @@ impl SessionStore for PostgresStore {
             .execute(&delete, &[&kind, &subject])
             .await
             .map_err(pg)
+    }
+}
+
+/// Statements a `take_step_up` may run: the first, and retries after losing its pick to a
+/// concurrent taker (each retry means another taker consumed a grant meanwhile).
+const STEP_UP_ATTEMPTS: u32 = 8;
+
+#[async_trait]
+impl StepUpStore for PostgresStore {
+    async fn grant_step_up(
+        &self,
+        staff: StaffId,
+        action: SensitiveAction,
+        expires_at: OffsetDateTime,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO leadmaps.step_up_grants (id, staff_id, action, expires_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .map_err(pg)?;
+        client
+            .execute(
+                &insert,
+                &[
+                    &Uuid::new_v4(),
+                    staff.as_uuid(),
+                    &action.as_str(),
+                    &expires_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn take_step_up(
+        &self,
+        staff: StaffId,
+        action: SensitiveAction,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        // One statement: the DELETE takes the picked row's lock and re-checks it after any
+        // concurrent taker commits, so a row is deleted (and reported) at most once. No
+        // `FOR UPDATE` in the pick: locking a row in a SELECT needs an UPDATE privilege, which
+        // the app role does not hold on this table. The second column tells "nothing live"
+        // (false) from "lost the pick to a concurrent taker" (try again: another grant may be
+        // live).
+        let take = client
+            .prepare_cached(
+                "WITH picked AS (
+                     SELECT id FROM leadmaps.step_up_grants
+                     WHERE staff_id = $1 AND action = $2 AND expires_at > $3
+                     ORDER BY expires_at LIMIT 1
+                 ), taken AS (
+                     DELETE FROM leadmaps.step_up_grants AS g USING picked
+                     WHERE g.id = picked.id
+                     RETURNING g.id
+                 )
+                 SELECT EXISTS (SELECT FROM taken), EXISTS (SELECT FROM picked)",
+            )
+            .await
+            .map_err(pg)?;
+        for _ in 0..STEP_UP_ATTEMPTS {
+            let row = client
+                .query_one(&take, &[staff.as_uuid(), &action.as_str(), &now])
+                .await
+                .map_err(pg)?;
+            let (taken, picked): (bool, bool) =
+                (row.try_get(0).map_err(pg)?, row.try_get(1).map_err(pg)?);
+            if taken {
+                return Ok(true);
+            }
+            if !picked {
+                return Ok(false);
+            }
+        }
+        // Lost every pick to concurrent takers: refusing is the safe answer.
+        Ok(false)
     }
 }

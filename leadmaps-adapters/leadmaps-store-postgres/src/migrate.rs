@@ -62,6 +62,7 @@ migrations!(
     (3, "partitioned_events"),
     (4, "auth"),
     (5, "identity"),
+    (6, "step_up"),
 );
 
 /// The schema version this build needs.

@@ -1,4 +1,5 @@
-//! The authentication stores (TOTP factors, magic links, sessions) against real PostgreSQL: the
+//! The authentication stores (TOTP factors, magic links, sessions, step-up grants) against real
+//! PostgreSQL: the
 //! conformance checks, each on a fresh database, plus races across pooled connections and the app
 //! role's privileges on the identity tables.
 
@@ -8,14 +9,16 @@ use std::sync::{Arc, Mutex};
 
 use leadmaps_core::auth::AuthStore;
 use leadmaps_core::auth::session::{MagicLink, Realm, SessionStore};
+use leadmaps_core::auth::staff::{SensitiveAction, StepUpStore};
 use leadmaps_core::auth::tokens::TokenDigest;
 use leadmaps_core::auth::totp::{Subject, TotpFactor, TotpStore};
 use leadmaps_core::mail::Address;
-use leadmaps_core::tenancy::UserId;
+use leadmaps_core::tenancy::{StaffId, UserId};
 use leadmaps_store_postgres::{DEFAULT_APP_ROLE, PostgresStore};
 use time::Duration;
 use time::macros::datetime;
 use tokio_postgres::error::SqlState;
+use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_passes_the_auth_conformance_suite() {
@@ -164,6 +167,118 @@ async fn races_across_connections_have_one_winner() {
         .await;
 }
 
+/// Tasks on several pooled connections: one grant is taken once; as many grants, as many takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn step_up_grants_are_taken_once_across_connections() {
+    let server = server_or_skip!();
+    server
+        .with_db(|db| async move {
+            let store = Arc::new(
+                PostgresStore::connect(&db.store_config().with_pool_size(8))
+                    .await
+                    .unwrap(),
+            );
+            let (staff, other) = (StaffId::new(), StaffId::new());
+            let now = datetime!(2026-02-15 12:00 UTC);
+            let action = SensitiveAction::RotateKeys;
+            let race = |grants: usize, takers: usize| {
+                let store = store.clone();
+                async move {
+                    for _ in 0..grants {
+                        store
+                            .grant_step_up(staff, action, now + Duration::minutes(10))
+                            .await
+                            .unwrap();
+                    }
+                    // Every taker waits at the barrier, so the takes start together.
+                    let barrier = Arc::new(tokio::sync::Barrier::new(takers));
+                    let tasks: Vec<_> = (0..takers)
+                        .map(|_| {
+                            let (store, barrier) = (store.clone(), barrier.clone());
+                            tokio::spawn(async move {
+                                barrier.wait().await;
+                                store.take_step_up(staff, action, now).await.unwrap()
+                            })
+                        })
+                        .collect();
+                    let mut taken = 0;
+                    for task in tasks {
+                        taken += usize::from(task.await.unwrap());
+                    }
+                    taken
+                }
+            };
+            for round in 0..5 {
+                assert_eq!(race(1, 20).await, 1, "round {round}: one grant, one use");
+            }
+            assert_eq!(race(3, 20).await, 3, "three grants, three uses");
+            // As many takers as grants (and connections): a taker that loses its pick to another
+            // tries again and takes another grant, so none is refused while one is live.
+            for round in 0..5 {
+                assert_eq!(
+                    race(8, 8).await,
+                    8,
+                    "round {round}: eight grants, eight uses"
+                );
+            }
+            assert_eq!(race(0, 20).await, 0, "none left");
+
+            // Other people, other actions and expired grants are not taken; the live one is.
+            store
+                .grant_step_up(staff, action, now + Duration::minutes(10))
+                .await
+                .unwrap();
+            store
+                .grant_step_up(staff, SensitiveAction::CloseIncident, now)
+                .await
+                .unwrap();
+            assert!(!store.take_step_up(other, action, now).await.unwrap());
+            assert!(
+                !store
+                    .take_step_up(staff, SensitiveAction::ManageStaff, now)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .take_step_up(staff, SensitiveAction::CloseIncident, now)
+                    .await
+                    .unwrap(),
+                "expires_at is not live"
+            );
+            assert!(
+                !store
+                    .take_step_up(staff, action, now + Duration::minutes(10))
+                    .await
+                    .unwrap(),
+                "expired"
+            );
+            let su = db.superuser().await;
+            let stored: Vec<(Uuid, String)> = su
+                .query(
+                    "SELECT staff_id, action FROM leadmaps.step_up_grants ORDER BY action",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            assert_eq!(
+                stored,
+                [
+                    (*staff.as_uuid(), "incident.close".to_owned()),
+                    (*staff.as_uuid(), "keys.rotate".to_owned())
+                ],
+                "stored by SensitiveAction::as_str; nothing taken yet"
+            );
+            assert!(store.take_step_up(staff, action, now).await.unwrap());
+            assert!(!store.take_step_up(staff, action, now).await.unwrap());
+            store.close();
+        })
+        .await;
+}
+
 /// What the app role may do to the identity tables: what the methods need, nothing more.
 #[tokio::test]
 async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
@@ -184,7 +299,7 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
                             EXISTS (SELECT FROM aclexplode(c.relacl) x WHERE x.grantee = 0)
                      FROM pg_class c
                      WHERE c.relnamespace = 'leadmaps'::regnamespace
-                       AND c.relname IN ('totp_factors', 'magic_links', 'sessions')
+                       AND c.relname IN ('totp_factors', 'magic_links', 'sessions', 'step_up_grants')
                      ORDER BY 1",
                     &[&DEFAULT_APP_ROLE],
                 )
@@ -214,6 +329,13 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
                         false
                     ),
                     (
+                        "step_up_grants".to_owned(),
+                        false,
+                        owner.clone(),
+                        privileges(&["DELETE", "INSERT", "SELECT"]),
+                        false
+                    ),
+                    (
                         "totp_factors".to_owned(),
                         false,
                         owner,
@@ -226,7 +348,7 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
                 .query(
                     "SELECT table_name || '.' || column_name FROM information_schema.column_privileges
                      WHERE grantee = $1 AND privilege_type = 'UPDATE'
-                       AND table_name IN ('totp_factors', 'magic_links', 'sessions')
+                       AND table_name IN ('totp_factors', 'magic_links', 'sessions', 'step_up_grants')
                      ORDER BY 1",
                     &[&DEFAULT_APP_ROLE],
                 )
@@ -251,10 +373,14 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
                 "TRUNCATE leadmaps.sessions",
                 "TRUNCATE leadmaps.magic_links",
                 "TRUNCATE leadmaps.totp_factors",
+                "TRUNCATE leadmaps.step_up_grants",
                 "DELETE FROM leadmaps.totp_factors",
                 "UPDATE leadmaps.sessions SET subject_id = subject_id",
                 "UPDATE leadmaps.magic_links SET expires_at = expires_at",
                 "UPDATE leadmaps.totp_factors SET subject_id = subject_id",
+                "UPDATE leadmaps.step_up_grants SET expires_at = expires_at",
+                "UPDATE leadmaps.step_up_grants SET action = action",
+                "SELECT id FROM leadmaps.step_up_grants FOR UPDATE",
             ] {
                 let error = app.batch_execute(sql).await.expect_err(sql);
                 assert_eq!(
