@@ -27,12 +27,26 @@ use crate::tenancy::{
     Action, Gate, Principal, Region, Role, Scope, SystemTask, UserId, WorkspaceId,
 };
 
-type Check = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+/// One check over a store handle of type `S`: it gets a fresh, empty store.
+pub type Check<S> = fn(Arc<S>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs `checks` in order, each on a fresh store from `fresh`, printing each name as it passes.
+pub async fn run_checks<S, F, Fut>(checks: &[(&str, Check<S>)], fresh: F)
+where
+    S: ?Sized,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<S>>,
+{
+    for (name, check) in checks {
+        check(fresh().await).await;
+        println!("conformance: {name} ... ok");
+    }
+}
 
 macro_rules! checks {
     ($($name:ident),* $(,)?) => {
         /// Every check, by name.
-        pub const CHECKS: &[(&str, Check)] = &[$((stringify!($name), |s| Box::pin($name(s)))),*];
+        pub const CHECKS: &[(&str, Check<dyn Store>)] = &[$((stringify!($name), |s| Box::pin($name(s)))),*];
     };
 }
 
@@ -68,11 +82,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Store>>,
 {
-    for (name, check) in CHECKS {
-        let store = fresh().await;
-        check(store).await;
-        println!("conformance: {name} ... ok");
-    }
+    run_checks(CHECKS, fresh).await;
 }
 
 /// A fixture: a clock, a gate, and admin principals of two workspaces that exist in the store.
@@ -1590,10 +1600,8 @@ pub async fn salts_rotate_and_are_destroyed(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------------------------
 // Authentication stores
 
-type AuthCheck = fn(Arc<dyn crate::auth::AuthStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// Every authentication-store check, by name.
-pub const AUTH_CHECKS: &[(&str, AuthCheck)] = &[
+pub const AUTH_CHECKS: &[(&str, Check<dyn crate::auth::AuthStore>)] = &[
     ("totp_claims_are_atomic", |s| {
         Box::pin(totp_claims_are_atomic(s))
     }),
@@ -1615,10 +1623,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn crate::auth::AuthStore>>,
 {
-    for (name, check) in AUTH_CHECKS {
-        check(fresh().await).await;
-        println!("conformance: {name} ... ok");
-    }
+    run_checks(AUTH_CHECKS, fresh).await;
 }
 
 fn factor(subject: crate::auth::totp::Subject) -> crate::auth::totp::TotpFactor {
@@ -1863,11 +1868,8 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
 // ---------------------------------------------------------------------------------------------
 // Identity stores (users, memberships, API keys)
 
-type IdentityCheck =
-    fn(Arc<dyn crate::auth::IdentityStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
-
 /// Every identity-store check, by name.
-pub const IDENTITY_CHECKS: &[(&str, IdentityCheck)] = &[
+pub const IDENTITY_CHECKS: &[(&str, Check<dyn crate::auth::IdentityStore>)] = &[
     ("users_and_memberships", |s| {
         Box::pin(users_and_memberships(s))
     }),
@@ -1883,10 +1885,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn crate::auth::IdentityStore>>,
 {
-    for (name, check) in IDENTITY_CHECKS {
-        check(fresh().await).await;
-        println!("conformance: {name} ... ok");
-    }
+    run_checks(IDENTITY_CHECKS, fresh).await;
 }
 
 fn manage(gate: &Gate, ws: WorkspaceId) -> Scope {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use leadmaps_core::auth::AuthStore;
 use leadmaps_core::auth::session::{MagicLink, Realm, SessionStore};
@@ -23,38 +23,10 @@ use uuid::Uuid;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_passes_the_auth_conformance_suite() {
     let server = server_or_skip!();
-    // As tests/conformance.rs: each check on a fresh database, dropped when the next one starts
-    // and the last one after the suite, also when a check panics.
-    let made: Arc<Mutex<Vec<common::Db>>> = Arc::default();
-    let suite = {
-        let (server, made) = (server.clone(), made.clone());
-        tokio::spawn(async move {
-            leadmaps_core::conformance::run_auth(|| {
-                let (server, made) = (server.clone(), made.clone());
-                async move {
-                    let finished: Vec<_> = made.lock().unwrap().drain(..).collect();
-                    for db in finished {
-                        db.drop_db().await;
-                    }
-                    let db = server.fresh_db().await;
-                    made.lock().unwrap().push(db.clone());
-                    let store = PostgresStore::connect(&db.store_config().with_pool_size(4))
-                        .await
-                        .expect("connect");
-                    Arc::new(store) as Arc<dyn AuthStore>
-                }
-            })
-            .await;
-        })
-    };
-    let outcome = suite.await;
-    let left: Vec<_> = made.lock().unwrap().drain(..).collect();
-    for db in left {
-        db.drop_db().await;
-    }
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
+    common::run_on_fresh_databases(&server, leadmaps_core::conformance::AUTH_CHECKS, |store| {
+        Arc::new(store) as Arc<dyn AuthStore>
+    })
+    .await;
 }
 
 /// Many tasks on many connections: one claim of a step wins, one taker gets a link.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use leadmaps_core::ErrorKind;
 use leadmaps_core::auth::IdentityStore;
@@ -67,38 +67,12 @@ fn chain(error: &leadmaps_core::Error) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_passes_the_identity_conformance_suite() {
     let server = server_or_skip!();
-    // As tests/conformance.rs: each check on a fresh database, dropped when the next one starts
-    // and the last one after the suite, also when a check panics.
-    let made: Arc<Mutex<Vec<common::Db>>> = Arc::default();
-    let suite = {
-        let (server, made) = (server.clone(), made.clone());
-        tokio::spawn(async move {
-            leadmaps_core::conformance::run_identity(|| {
-                let (server, made) = (server.clone(), made.clone());
-                async move {
-                    let finished: Vec<_> = made.lock().unwrap().drain(..).collect();
-                    for db in finished {
-                        db.drop_db().await;
-                    }
-                    let db = server.fresh_db().await;
-                    made.lock().unwrap().push(db.clone());
-                    let store = PostgresStore::connect(&db.store_config().with_pool_size(4))
-                        .await
-                        .expect("connect");
-                    Arc::new(store) as Arc<dyn IdentityStore>
-                }
-            })
-            .await;
-        })
-    };
-    let outcome = suite.await;
-    let left: Vec<_> = made.lock().unwrap().drain(..).collect();
-    for db in left {
-        db.drop_db().await;
-    }
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
+    common::run_on_fresh_databases(
+        &server,
+        leadmaps_core::conformance::IDENTITY_CHECKS,
+        |store| Arc::new(store) as Arc<dyn IdentityStore>,
+    )
+    .await;
 }
 
 /// The key service over this store: a key is created (sealed through the vault), authenticates

@@ -277,3 +277,48 @@ pub fn event(
         received_at: at,
     }
 }
+
+/// Runs conformance `checks`, each on a fresh database whose store `wrap` turns into the handle
+/// the checks take. Each database is dropped when the next check starts, and the last one after
+/// the suite, also when a check panics.
+pub async fn run_on_fresh_databases<S>(
+    server: &Server,
+    checks: &'static [(&'static str, leadmaps_core::conformance::Check<S>)],
+    wrap: fn(leadmaps_store_postgres::PostgresStore) -> std::sync::Arc<S>,
+) where
+    S: ?Sized + Send + Sync + 'static,
+{
+    use std::sync::{Arc, Mutex};
+    let made: Arc<Mutex<Vec<Db>>> = Arc::default();
+    let suite = {
+        let (server, made) = (server.clone(), made.clone());
+        tokio::spawn(async move {
+            leadmaps_core::conformance::run_checks(checks, || {
+                let (server, made) = (server.clone(), made.clone());
+                async move {
+                    let finished: Vec<_> = made.lock().unwrap().drain(..).collect();
+                    for db in finished {
+                        db.drop_db().await;
+                    }
+                    let db = server.fresh_db().await;
+                    made.lock().unwrap().push(db.clone());
+                    let store = leadmaps_store_postgres::PostgresStore::connect(
+                        &db.store_config().with_pool_size(4),
+                    )
+                    .await
+                    .expect("connect");
+                    wrap(store)
+                }
+            })
+            .await;
+        })
+    };
+    let outcome = suite.await;
+    let left: Vec<_> = made.lock().unwrap().drain(..).collect();
+    for db in left {
+        db.drop_db().await;
+    }
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
