@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+mod auth;
 mod codec;
 mod connection;
 mod error;
 mod events;
+mod identity;
 mod keys;
 mod migrate;
 mod salts;

@@ -14,6 +14,7 @@ use crate::error::db;
 pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_ingest.sql"),
+    include_str!("../migrations/0003_auth.sql"),
 ];
 
 /// The schema version this code writes and reads: the number of migrations.
@@ -121,8 +122,16 @@ mod tests {
     /// Instance-wide tables are listed here by name.
     #[test]
     fn every_customer_table_is_keyed_by_workspace_first() {
-        const INSTANCE_WIDE: &[&str] = &["key_checks"];
-        const KEYED_BY_INDEX: &[&str] = &["sites"];
+        const INSTANCE_WIDE: &[&str] = &[
+            "key_checks",
+            // The identity realm: people and their credentials, not one workspace's data.
+            "totp_factors",
+            "magic_links",
+            "sessions",
+            "step_up_grants",
+            "users",
+        ];
+        const KEYED_BY_INDEX: &[&str] = &["sites", "api_keys"];
         let conn = fresh();
         let mut tables = conn
             .prepare(

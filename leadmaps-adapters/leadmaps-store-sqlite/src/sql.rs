@@ -127,6 +127,96 @@ pub(crate) const DELETE_EVENTS_BEFORE: &str = "DELETE FROM events WHERE +workspa
      (SELECT rowid FROM events WHERE workspace_id = ?1 AND received_at < ?2 \
      ORDER BY received_at, id LIMIT ?3)";
 
+// Authentication and identity. The identity realm (TOTP factors, links, sessions, step-up
+// grants, users) is instance-wide: its statements are in `IDENTITY`, keyed by a subject, a
+// selector, a staff member, a user, an address or an API key id. Memberships and API keys belong
+// to a workspace: the statements that list or change them are scoped like any other.
+
+/// Stores or replaces a subject's TOTP factor.
+pub(crate) const UPSERT_TOTP: &str = "INSERT INTO totp_factors (subject_kind, subject_id, sealed_seed, last_step, failures, \
+     locked_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (subject_kind, subject_id) DO UPDATE SET \
+     sealed_seed = excluded.sealed_seed, last_step = excluded.last_step, \
+     failures = excluded.failures, locked_until = excluded.locked_until";
+/// A subject's TOTP factor.
+pub(crate) const SELECT_TOTP: &str = "SELECT sealed_seed, last_step, failures, locked_until FROM totp_factors \
+     WHERE subject_kind = ?1 AND subject_id = ?2";
+/// Claims a time step: one conditional UPDATE, which changes the row only for a step above the
+/// last one, so of concurrent claims of one step exactly one changes it. Resets the failures.
+pub(crate) const CLAIM_TOTP_STEP: &str = "UPDATE totp_factors SET last_step = ?3, failures = 0, locked_until = NULL \
+     WHERE subject_kind = ?1 AND subject_id = ?2 AND coalesce(last_step, -1) < ?3";
+/// Counts a failure (saturating) and locks until `?3` once the count reaches `?4`; returns the
+/// count. SET expressions read the row as it was before the UPDATE.
+pub(crate) const RECORD_TOTP_FAILURE: &str = "UPDATE totp_factors SET failures = min(failures + 1, 4294967295), \
+     locked_until = CASE WHEN min(failures + 1, 4294967295) >= ?4 THEN ?3 ELSE locked_until END \
+     WHERE subject_kind = ?1 AND subject_id = ?2 RETURNING failures";
+
+/// Stores a magic link.
+pub(crate) const INSERT_LINK: &str = "INSERT INTO magic_links (selector, digest_kek, digest_mac, realm, email, created_at, \
+     expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+/// A magic link, not consumed.
+pub(crate) const SELECT_LINK: &str = "SELECT selector, digest_kek, digest_mac, realm, email, created_at, expires_at \
+     FROM magic_links WHERE selector = ?1";
+/// Takes a link still valid at `?2`: one DELETE ... RETURNING, so it is taken at most once.
+pub(crate) const TAKE_LINK: &str = "DELETE FROM magic_links WHERE selector = ?1 AND expires_at > ?2 \
+     RETURNING selector, digest_kek, digest_mac, realm, email, created_at, expires_at";
+/// How many links an address was sent since `?2`, and the latest send.
+pub(crate) const LINKS_SENT: &str = "SELECT count(*), max(created_at) FROM magic_links \
+     WHERE email = ?1 AND created_at >= ?2";
+
+/// Stores a session.
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (selector, digest_kek, digest_mac, subject_kind, subject_id, \
+     second_factor, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// A session.
+pub(crate) const SELECT_SESSION: &str = "SELECT selector, digest_kek, digest_mac, subject_kind, subject_id, second_factor, \
+     created_at, last_seen_at FROM sessions WHERE selector = ?1";
+/// Moves a session's last-seen time forward, never back.
+pub(crate) const TOUCH_SESSION: &str =
+    "UPDATE sessions SET last_seen_at = ?2 WHERE selector = ?1 AND last_seen_at < ?2";
+/// Revokes one session.
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE selector = ?1";
+/// Revokes every session of a subject.
+pub(crate) const DELETE_SUBJECT_SESSIONS: &str =
+    "DELETE FROM sessions WHERE subject_kind = ?1 AND subject_id = ?2";
+
+/// Grants a step-up.
+pub(crate) const INSERT_STEP_UP: &str =
+    "INSERT INTO step_up_grants (staff_id, action, expires_at) VALUES (?1, ?2, ?3)";
+/// Takes one grant of a staff member for an action, valid at `?3`: one DELETE of at most one row
+/// (the grant expiring first), so concurrent takes of one grant succeed once.
+pub(crate) const TAKE_STEP_UP: &str = "DELETE FROM step_up_grants WHERE staff_id = ?1 AND grant_id = \
+     (SELECT grant_id FROM step_up_grants WHERE staff_id = ?1 AND action = ?2 AND expires_at > ?3 \
+     ORDER BY expires_at LIMIT 1)";
+
+/// Creates a user; an existing id or address is a conflict.
+pub(crate) const INSERT_USER: &str =
+    "INSERT INTO users (user_id, email, created_at) VALUES (?1, ?2, ?3)";
+/// The user of an address.
+pub(crate) const SELECT_USER_BY_EMAIL: &str =
+    "SELECT user_id, email, created_at FROM users WHERE email = ?1";
+/// Sets a user's role in the scope's workspace; a missing user fails the foreign key.
+pub(crate) const UPSERT_MEMBERSHIP: &str = "INSERT INTO memberships (workspace_id, user_id, role) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role";
+/// A user's memberships across workspaces: workspace ids and roles.
+pub(crate) const SELECT_MEMBERSHIPS: &str =
+    "SELECT workspace_id, role FROM memberships WHERE user_id = ?1 ORDER BY workspace_id";
+
+/// Stores an API key of the scope's workspace.
+pub(crate) const INSERT_API_KEY: &str = "INSERT INTO api_keys (workspace_id, key_id, name, actions, digest_kek, digest_mac, \
+     sealed, created_at, last_used_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+/// The workspace's API keys, oldest first, ties by id.
+pub(crate) const SELECT_API_KEYS: &str = "SELECT key_id, workspace_id, name, actions, digest_kek, digest_mac, sealed, \
+     created_at, last_used_at, revoked_at FROM api_keys WHERE workspace_id = ?1 \
+     ORDER BY created_at, key_id";
+/// Revokes a key of the workspace unless already revoked.
+pub(crate) const REVOKE_API_KEY: &str = "UPDATE api_keys SET revoked_at = ?3 \
+     WHERE workspace_id = ?1 AND key_id = ?2 AND revoked_at IS NULL";
+/// An API key by id, for authentication (before any scope exists).
+pub(crate) const SELECT_API_KEY: &str = "SELECT key_id, workspace_id, name, actions, digest_kek, digest_mac, sealed, \
+     created_at, last_used_at, revoked_at FROM api_keys WHERE key_id = ?1";
+/// Moves a key's last-use time forward, never back.
+pub(crate) const TOUCH_API_KEY: &str = "UPDATE api_keys SET last_used_at = ?2 \
+     WHERE key_id = ?1 AND coalesce(last_used_at, -9223372036854775808) < ?2";
+
 /// Statements confined to one workspace: `?1` is always `scope.workspace()`.
 #[cfg(test)]
 pub(crate) const SCOPED: &[&str] = &[
@@ -155,6 +245,10 @@ pub(crate) const SCOPED: &[&str] = &[
     HAS_EVENT,
     SELECT_DROP_COUNTS,
     DELETE_EVENTS_BEFORE,
+    UPSERT_MEMBERSHIP,
+    INSERT_API_KEY,
+    SELECT_API_KEYS,
+    REVOKE_API_KEY,
 ];
 
 /// Statements that span workspaces, each used only by a scope-less trait method that returns ids,
@@ -172,6 +266,33 @@ pub(crate) const UNSCOPED: &[&str] = &[
     SELECT_KEY_CHECK,
     INSERT_KEY_CHECK,
     CHECKPOINT_TRUNCATE,
+];
+
+/// Statements of the instance-wide identity realm, used only by methods that take no scope
+/// (authentication runs before a scope exists): each is keyed by a subject, a selector, a staff
+/// member, a user, an address or an API key id, never by a range across workspaces.
+#[cfg(test)]
+pub(crate) const IDENTITY: &[&str] = &[
+    UPSERT_TOTP,
+    SELECT_TOTP,
+    CLAIM_TOTP_STEP,
+    RECORD_TOTP_FAILURE,
+    INSERT_LINK,
+    SELECT_LINK,
+    TAKE_LINK,
+    LINKS_SENT,
+    INSERT_SESSION,
+    SELECT_SESSION,
+    TOUCH_SESSION,
+    DELETE_SESSION,
+    DELETE_SUBJECT_SESSIONS,
+    INSERT_STEP_UP,
+    TAKE_STEP_UP,
+    INSERT_USER,
+    SELECT_USER_BY_EMAIL,
+    SELECT_MEMBERSHIPS,
+    SELECT_API_KEY,
+    TOUCH_API_KEY,
 ];
 
 #[cfg(test)]
@@ -287,6 +408,61 @@ mod tests {
         }
     }
 
+    /// Identity-realm statements touch none of the workspace-owned tables above, and each filters
+    /// on one key of its row (or inserts one row).
+    #[test]
+    fn identity_statements_are_keyed_and_stay_out_of_customer_data() {
+        const KEYS: &[&str] = &[
+            "subject_kind = ?1 AND subject_id = ?2",
+            "selector = ?1",
+            "staff_id = ?1",
+            "user_id = ?1",
+            "email = ?1",
+            "key_id = ?1",
+        ];
+        for sql in IDENTITY {
+            assert!(!sql.contains(" OR "), "{sql}");
+            assert!(
+                !CUSTOMER_TABLES
+                    .iter()
+                    .any(|t| sql.contains(&format!(" {t} ")) || sql.contains(&format!(" {t}("))),
+                "{sql}"
+            );
+            if sql.starts_with("INSERT INTO") {
+                assert!(sql.contains("VALUES (?1,"), "{sql}");
+                continue;
+            }
+            let wheres: Vec<&str> = sql.split("WHERE ").skip(1).collect();
+            assert!(!wheres.is_empty(), "no WHERE: {sql}");
+            for clause in wheres {
+                assert!(
+                    KEYS.iter().any(|key| clause.starts_with(key)),
+                    "not keyed: {sql}"
+                );
+            }
+        }
+    }
+
+    /// The identity and API-key statements are key lookups and index ranges, never scans.
+    #[test]
+    fn identity_statements_use_their_keys() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        crate::migrate::migrate(&mut conn).unwrap();
+        for sql in IDENTITY
+            .iter()
+            .chain(&[SELECT_API_KEYS, REVOKE_API_KEY])
+            .filter(|sql| !sql.starts_with("INSERT"))
+        {
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let mut rows = explain.raw_query();
+            while let Some(row) = rows.next().unwrap() {
+                let step: String = row.get(3).unwrap();
+                assert!(!step.starts_with("SCAN "), "{sql}: {step}");
+                assert!(!step.contains("TEMP B-TREE"), "{sql} sorts: {step}");
+            }
+        }
+    }
+
     #[test]
     fn every_statement_is_classified() {
         let declared = include_str!("sql.rs")
@@ -295,8 +471,8 @@ mod tests {
             .count();
         assert_eq!(
             declared,
-            SCOPED.len() + UNSCOPED.len(),
-            "add the new statement to SCOPED or UNSCOPED"
+            SCOPED.len() + UNSCOPED.len() + IDENTITY.len(),
+            "add the new statement to SCOPED, UNSCOPED or IDENTITY"
         );
         assert!(
             declared <= crate::connection::STATEMENT_CACHE,
