@@ -33,12 +33,20 @@ use axum::routing::get;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
+use leadmaps::auth::keys::ApiKeys;
+use leadmaps::auth::session::Sessions;
+use leadmaps::auth::tokens::TokenHasher;
+use leadmaps::auth::users::User;
 use leadmaps::clock::{Clock, SystemClock};
 use leadmaps::crypto::{EnvKeyProvider, FileKeyProvider, KeyRing, Vault};
 use leadmaps::ingest::privacy::Salts;
 use leadmaps::ingest::{Collector, CollectorConfig};
+use leadmaps::mail::{Email, Mailer};
 use leadmaps::store::Store;
 use leadmaps::tenancy::{Action, Gate, Principal, Region, SystemTask, WorkspaceId};
+use leadmaps::tenancy::{Role, UserId};
+use leadmaps_axum::auth::{AuthState, auth_routes};
+use leadmaps_axum::dashboard::{DashboardState, dashboard_routes};
 use leadmaps_axum::{CollectorState, RateLimit, collector_routes, harden};
 use leadmaps_store_postgres::{PostgresConfig, PostgresStore};
 use leadmaps_store_sqlite::SqliteStore;
@@ -68,6 +76,21 @@ struct Cli {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "LEADMAPS_TLS_KEY", global = true, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Public base URL, for links in e-mails (defaults to http://<listen>).
+    #[arg(long, env = "LEADMAPS_PUBLIC_URL", global = true)]
+    public_url: Option<String>,
+    /// SMTP server for sign-in mail (smtp://, smtp+starttls://, smtps://). Without it, mail is
+    /// written to files in the data directory's outbox (development only).
+    #[arg(long, env = "LEADMAPS_SMTP_URL", global = true)]
+    smtp_url: Option<String>,
+    /// Sender address of sign-in mail.
+    #[arg(
+        long,
+        env = "LEADMAPS_MAIL_FROM",
+        default_value = "leadmaps@localhost.localdomain",
+        global = true
+    )]
+    mail_from: String,
     /// Proxies (CIDRs, comma-separated) whose X-Forwarded-For header is believed.
     #[arg(
         long,
@@ -113,6 +136,31 @@ enum WorkspaceCommand {
         #[arg(long)]
         region: Option<Region>,
     },
+    /// Make a person (created if new) an admin of a workspace; they sign in by magic link.
+    AddAdmin {
+        /// The workspace id.
+        #[arg(long)]
+        workspace: WorkspaceId,
+        /// Their e-mail address.
+        #[arg(long)]
+        email: String,
+    },
+    /// Create an API key for a workspace and print it once.
+    Key {
+        /// The workspace id.
+        #[arg(long)]
+        workspace: WorkspaceId,
+        /// A label for the key.
+        #[arg(long)]
+        name: String,
+        /// Actions, comma-separated (e.g. workspace.read,event.read).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "workspace.read,event.read"
+        )]
+        actions: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,11 +178,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cli = Cli::parse();
+    // The process-wide TLS provider (for HTTPS and SMTP): ring. Libraries never choose it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Some(Command::Keys {
         command: KeysCommand::Generate,
     }) = &cli.command
@@ -167,8 +218,18 @@ async fn main() -> Result<(), BoxError> {
                 addr: cli.listen,
                 tls,
             };
+            let mail = MailSettings {
+                public_url: cli
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", cli.listen)),
+                smtp_url: cli.smtp_url.clone(),
+                from: cli.mail_from.clone(),
+                outbox: dev_outbox(&cli.database),
+            };
             serve(
                 listen,
+                mail,
                 cli.region,
                 cli.trusted_proxies,
                 store,
@@ -204,6 +265,66 @@ async fn main() -> Result<(), BoxError> {
                 "workspace {workspace}\nregion    {}\nsite      {}",
                 region.as_str(),
                 site.domain
+            );
+            Ok(())
+        }
+        Command::Workspace {
+            command: WorkspaceCommand::AddAdmin { workspace, email },
+        } => {
+            let email = leadmaps::mail::Address::parse(&email)?;
+            let user = match store.user_by_email(&email).await? {
+                Some(user) => user,
+                None => {
+                    let user = User {
+                        id: UserId::new(),
+                        email: email.clone(),
+                        created_at: clock.now(),
+                    };
+                    store.create_user(&user).await?;
+                    user
+                }
+            };
+            let provisioning = Principal::System(SystemTask::Provisioning);
+            store
+                .workspace(&gate.authorize(&provisioning, workspace, Action::WorkspaceUpdate)?)
+                .await?;
+            let manage = gate.authorize(&provisioning, workspace, Action::MemberManage)?;
+            store.set_membership(&manage, user.id, Role::Admin).await?;
+            println!("user {} is an admin of workspace {workspace}", user.id);
+            Ok(())
+        }
+        Command::Workspace {
+            command:
+                WorkspaceCommand::Key {
+                    workspace,
+                    name,
+                    actions,
+                },
+        } => {
+            let actions = actions
+                .iter()
+                .map(|a| Action::parse(a.trim()).ok_or_else(|| format!("unknown action {a:?}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let provisioning = Principal::System(SystemTask::Provisioning);
+            store
+                .workspace(&gate.authorize(&provisioning, workspace, Action::WorkspaceUpdate)?)
+                .await?;
+            let keys = ApiKeys::new(
+                store.clone(),
+                vault.clone(),
+                TokenHasher::new(vault.ring()),
+                clock.clone(),
+            );
+            let created = keys
+                .create(
+                    &gate.authorize(&provisioning, workspace, Action::MemberManage)?,
+                    &name,
+                    &actions,
+                )
+                .await?;
+            println!(
+                "key {}\n{}\n(shown once: store it now)",
+                created.record.id, &*created.key.token
             );
             Ok(())
         }
@@ -329,8 +450,65 @@ struct Listen {
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+struct MailSettings {
+    public_url: String,
+    smtp_url: Option<String>,
+    from: String,
+    outbox: PathBuf,
+}
+
+fn dev_outbox(database: &str) -> PathBuf {
+    if database.contains("://") && !database.starts_with("sqlite://") {
+        return PathBuf::from("leadmaps-data/outbox");
+    }
+    let db = Path::new(database.strip_prefix("sqlite://").unwrap_or(database));
+    db.parent()
+        .map_or_else(|| PathBuf::from("outbox"), |dir| dir.join("outbox"))
+}
+
+/// Development mailer: each message becomes a 0600 file in a directory, never a log line
+/// (sign-in mails hold magic links).
+struct FileMailer {
+    dir: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, email: &Email) -> leadmaps::Result<()> {
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.dir)
+            .map_err(leadmaps::Error::unavailable)?;
+        let name = format!("{}.eml", uuid::Uuid::new_v4());
+        let body = format!(
+            "To: {}\nSubject: {}\n\n{}",
+            email.to.as_str(),
+            email.subject,
+            email.text
+        );
+        write_private(&self.dir.join(name), &body).map_err(leadmaps::Error::unavailable)
+    }
+}
+
+fn mailer(settings: &MailSettings) -> Result<Arc<dyn Mailer>, BoxError> {
+    let from = leadmaps::mail::Address::parse(&settings.from)?;
+    match &settings.smtp_url {
+        Some(url) => Ok(Arc::new(leadmaps_smtp::SmtpMailer::new(
+            leadmaps_smtp::SmtpConfig::from_url(url, from)?,
+        )?)),
+        None => {
+            tracing::warn!(dir = %settings.outbox.display(), "LEADMAPS_SMTP_URL is not set: sign-in mail is written to files (development only)");
+            Ok(Arc::new(FileMailer {
+                dir: settings.outbox.clone(),
+            }))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     listen: Listen,
+    mail: MailSettings,
     region: Region,
     trusted_proxies: Vec<IpNet>,
     store: Arc<dyn Store>,
@@ -344,6 +522,23 @@ async fn serve(
         region,
         ..CollectorConfig::default()
     };
+    let hasher = TokenHasher::new(vault.ring());
+    let sessions = Arc::new(Sessions::new(store.clone(), hasher.clone(), clock.clone()));
+    let keys = Arc::new(ApiKeys::new(
+        store.clone(),
+        vault.clone(),
+        hasher,
+        clock.clone(),
+    ));
+    let auth = Arc::new(AuthState::new(
+        store.clone(),
+        sessions,
+        mailer(&mail)?,
+        clock.clone(),
+        mail.public_url.clone(),
+        trusted_proxies.clone(),
+    ));
+    let dashboard = Arc::new(DashboardState::new(store.clone(), keys, gate.clone()));
     let (collector, batcher) =
         Collector::over_store(store.clone(), vault, gate.clone(), clock, config);
     let collector = Arc::new(collector);
@@ -360,13 +555,16 @@ async fn serve(
         RateLimit::default(),
     ));
     let router = harden(
-        collector_routes(state).merge(
-            Router::new()
-                .route("/healthz", get(|| async { "ok" }))
-                .route("/readyz", get(ready))
-                .route("/metrics", get(metrics))
-                .with_state(ops.clone()),
-        ),
+        collector_routes(state)
+            .merge(auth_routes(auth))
+            .merge(dashboard_routes(dashboard))
+            .merge(
+                Router::new()
+                    .route("/healthz", get(|| async { "ok" }))
+                    .route("/readyz", get(ready))
+                    .route("/metrics", get(metrics))
+                    .with_state(ops.clone()),
+            ),
     );
     let tcp = tokio::net::TcpListener::bind(listen.addr).await?;
     let app = router.into_make_service_with_connect_info::<leadmaps_axum::PeerAddr>();

@@ -392,7 +392,14 @@ pub trait EventSink: Send + Sync {
 
 /// Every store trait, for `Arc<dyn Store>`.
 pub trait Store:
-    WorkspaceStore + SecretStore + KeyStore + SiteStore + SaltStore + EventSink
+    WorkspaceStore
+    + SecretStore
+    + KeyStore
+    + SiteStore
+    + SaltStore
+    + EventSink
+    + crate::auth::AuthStore
+    + crate::auth::IdentityStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {
