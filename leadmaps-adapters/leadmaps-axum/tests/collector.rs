@@ -34,6 +34,7 @@ struct Harness {
     store: Arc<MemoryStore>,
     workspace: WorkspaceId,
     gate: Gate,
+    collector: Arc<Collector>,
 }
 
 struct Options {
@@ -119,7 +120,7 @@ async fn harness(options: Options) -> Harness {
         clock,
     ));
     let state = Arc::new(CollectorState::new(
-        collector,
+        collector.clone(),
         vec!["10.0.0.0/8".parse().unwrap()],
         options.rate,
     ));
@@ -130,6 +131,7 @@ async fn harness(options: Options) -> Harness {
         store,
         workspace,
         gate,
+        collector,
     }
 }
 
@@ -462,7 +464,21 @@ async fn a_full_queue_answers_503_with_retry_after() {
             .oneshot(request("/api/event", "text/plain", pageview()))
             .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Wait until that request holds the slot (no fixed sleep: CI machines are slow).
+    let depth = || {
+        h.collector
+            .queue()
+            .stats()
+            .queue_depth
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for _ in 0..1000 {
+        if depth() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(depth(), 1, "the first request is queued");
     let (status, headers, _) = send(&h, request("/api/event", "text/plain", pageview())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.contains_key(header::RETRY_AFTER));
