@@ -294,7 +294,8 @@ impl EventSink for SqliteStore {
         if flat.events.is_empty() && flat.drops.is_empty() {
             return Ok(Vec::new());
         }
-        self.conn.run(move |conn| flat.write(conn)).await
+        // The batcher awaits each commit before the next: no thread hand-offs on its path.
+        self.conn.run_in_place(move |conn| flat.write(conn)).await
     }
 
     async fn events(

@@ -78,6 +78,7 @@ impl KeyStore for SqliteStore {
     async fn delete_tenant_keys(&self, scope: &Scope) -> Result<u64> {
         scope.require(Action::KeyManage)?;
         let id = id_bytes(scope.workspace());
+        let checkpoints = self.conn.checkpoints();
         self.conn
             .run(move |conn| {
                 let mut delete = conn.prepare_cached(sql::DELETE_TENANT_KEYS).map_err(db)?;
@@ -88,7 +89,7 @@ impl KeyStore for SqliteStore {
                     // the zeroed pages home and truncate the WAL now, so shredding reaches the
                     // disk. Best effort: the delete has committed either way, and a reader in
                     // another process can only postpone it to the next checkpoint.
-                    let _ = conn.query_row(sql::CHECKPOINT_TRUNCATE, [], |_| Ok(()));
+                    checkpoints.truncate(conn);
                 }
                 Ok(deleted)
             })

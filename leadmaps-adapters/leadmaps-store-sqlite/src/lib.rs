@@ -25,9 +25,11 @@ pub use crate::migrate::SCHEMA_VERSION;
 /// The SQLite store: every leadmaps store trait on one embedded database.
 ///
 /// Cheap to clone; clones share the connection. Every call runs its SQL on tokio's blocking
-/// pool, one at a time, behind a mutex. SQLite has no row-level security, so the tenancy rule is
-/// held here: each scoped statement filters on `scope.workspace()`, and each table of customer
-/// data leads its primary key (or, for sites, an index) with `workspace_id`.
+/// pool (`append_events`, on a multi-threaded runtime, in `block_in_place`), one at a time,
+/// behind a mutex. A file store checkpoints its WAL on a background thread with its own
+/// connection, stopped when the last clone is dropped. SQLite has no row-level security, so the
+/// tenancy rule is held here: each scoped statement filters on `scope.workspace()`, and each
+/// table of customer data leads its primary key (or, for sites, an index) with `workspace_id`.
 ///
 /// The store holds one region's events ([`Region::Eu`] unless set with
 /// [`SqliteStore::with_region`]) and refuses batches of another.
@@ -52,7 +54,8 @@ impl SqliteStore {
     /// The file is created with mode 0600 on Unix (it holds sealed secrets); an existing file is
     /// opened with the mode it has. The connection runs in WAL mode with `synchronous=FULL`, so a
     /// call that returned `Ok` survives a crash of the process or the machine; with foreign keys
-    /// on, `secure_delete` on and a busy timeout of five seconds.
+    /// on, `secure_delete` on and a busy timeout of five seconds. A second connection on its own
+    /// thread checkpoints the WAL, so commits do not.
     ///
     /// This blocks on file I/O: call it at start-up, or inside `spawn_blocking`.
     ///
@@ -60,7 +63,7 @@ impl SqliteStore {
     /// [`Error::NotSupported`](leadmaps_core::Error::NotSupported) if the database was written by
     /// a newer schema than this code knows; a backend error if the file cannot be created or
     /// opened, is not a SQLite database, or a migration fails (that migration then left nothing
-    /// behind).
+    /// behind), or the checkpoint thread cannot start.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Ok(Self {
             conn: connection::Shared::open(path.as_ref())?,

@@ -98,6 +98,7 @@ impl SaltStore for SqliteStore {
             day_number(before),
             unix_nanos(destroyed_at)?,
         );
+        let checkpoints = self.conn.checkpoints();
         self.conn
             .run(move |conn| {
                 let tx = conn
@@ -128,7 +129,7 @@ impl SaltStore for SqliteStore {
                     // Copy the zeroed pages home and truncate the WAL now. Best effort: the
                     // destruction has committed either way, and a reader in another process can
                     // only postpone it to the next checkpoint.
-                    let _ = conn.query_row(sql::CHECKPOINT_TRUNCATE, [], |_| Ok(()));
+                    checkpoints.truncate(conn);
                 }
                 Ok(days)
             })
