@@ -44,13 +44,15 @@ where
 }
 
 macro_rules! checks {
-    ($($name:ident),* $(,)?) => {
-        /// Every check, by name.
-        pub const CHECKS: &[(&str, Check<dyn Store>)] = &[$((stringify!($name), |s| Box::pin($name(s)))),*];
+    ($(#[$doc:meta])* $table:ident: $store:ty = [$($name:ident),* $(,)?]) => {
+        $(#[$doc])*
+        pub const $table: &[(&str, Check<$store>)] = &[$((stringify!($name), |s| Box::pin($name(s)))),*];
     };
 }
 
 checks!(
+    /// Every check, by name.
+    CHECKS: dyn Store = [
     workspace_lifecycle,
     workspace_isolation,
     secret_round_trip,
@@ -74,6 +76,7 @@ checks!(
     retention_delete,
     collector_end_to_end,
     salts_rotate_and_are_destroyed,
+    ]
 );
 
 /// Runs every check, each on a fresh store from `fresh`, printing each name as it passes.
@@ -1600,22 +1603,16 @@ pub async fn salts_rotate_and_are_destroyed(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------------------------
 // Authentication stores
 
-/// Every authentication-store check, by name.
-pub const AUTH_CHECKS: &[(&str, Check<dyn crate::auth::AuthStore>)] = &[
-    ("totp_claims_are_atomic", |s| {
-        Box::pin(totp_claims_are_atomic(s))
-    }),
-    ("totp_failures_lock", |s| Box::pin(totp_failures_lock(s))),
-    ("links_are_taken_once", |s| {
-        Box::pin(links_are_taken_once(s))
-    }),
-    ("sessions_round_trip_and_revoke", |s| {
-        Box::pin(sessions_round_trip_and_revoke(s))
-    }),
-    ("step_ups_are_taken_once", |s| {
-        Box::pin(step_ups_are_taken_once(s))
-    }),
-];
+checks!(
+    /// Every authentication-store check, by name.
+    AUTH_CHECKS: dyn crate::auth::AuthStore = [
+        totp_claims_are_atomic,
+        totp_failures_lock,
+        links_are_taken_once,
+        sessions_round_trip_and_revoke,
+        step_ups_are_taken_once,
+    ]
+);
 
 /// Runs every authentication-store check, each on a fresh store.
 pub async fn run_auth<F, Fut>(fresh: F)
@@ -1868,15 +1865,10 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
 // ---------------------------------------------------------------------------------------------
 // Identity stores (users, memberships, API keys)
 
-/// Every identity-store check, by name.
-pub const IDENTITY_CHECKS: &[(&str, Check<dyn crate::auth::IdentityStore>)] = &[
-    ("users_and_memberships", |s| {
-        Box::pin(users_and_memberships(s))
-    }),
-    ("api_keys_stay_in_their_workspace", |s| {
-        Box::pin(api_keys_stay_in_their_workspace(s))
-    }),
-];
+checks!(
+    /// Every identity-store check, by name.
+    IDENTITY_CHECKS: dyn crate::auth::IdentityStore = [users_and_memberships, api_keys_stay_in_their_workspace]
+);
 
 /// Runs every identity-store check, each on a fresh store. Workspaces named by the checks need
 /// not exist in the store.
