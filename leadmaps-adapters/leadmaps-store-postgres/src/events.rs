@@ -407,27 +407,12 @@ impl EventSink for PostgresStore {
         limit: u32,
     ) -> Result<Vec<Event>> {
         scope.require(Action::EventRead)?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
-                "SELECT id, received_at, domain, name, hostname, pathname, referrer, props::text AS props,
+        let rows = self.scoped_read(scope, "SELECT id, received_at, domain, name, hostname, pathname, referrer, props::text AS props,
                         revenue_amount, revenue_currency, interactive, visitor
                  FROM leadmaps.events
                  WHERE workspace_id = $1 AND received_at >= $2 AND received_at < $3
                  ORDER BY received_at, id
-                 LIMIT $4",
-            )
-            .await
-            .map_err(pg)?;
-        let rows = tx
-            .query(
-                &select,
-                &[&id(scope.workspace()), &from, &to, &i64::from(limit)],
-            )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+                 LIMIT $4", &[&id(scope.workspace()), &from, &to, &i64::from(limit)]).await?;
         rows.iter()
             .map(|row| event_from_row(scope.workspace(), row))
             .collect()
@@ -435,39 +420,23 @@ impl EventSink for PostgresStore {
 
     async fn has_event(&self, scope: &Scope, event: EventId) -> Result<bool> {
         scope.require(Action::EventRead)?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
-                "SELECT EXISTS (SELECT FROM leadmaps.event_ids WHERE workspace_id = $1 AND id = $2)",
-            )
-            .await
-            .map_err(pg)?;
-        let found: bool = tx
-            .query_one(&select, &[&id(scope.workspace()), &event.0])
-            .await
-            .map_err(pg)?
+        let found: bool = self.scoped_read(scope, "SELECT EXISTS (SELECT FROM leadmaps.event_ids WHERE workspace_id = $1 AND id = $2)", &[&id(scope.workspace()), &event.0]).await?
+            .first()
+            .ok_or_else(|| internal("a query returned no row"))?
             .try_get(0)
             .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
         Ok(found)
     }
 
     async fn drop_counts(&self, scope: &Scope) -> Result<Vec<DropCount>> {
         scope.require(Action::EventRead)?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
+        let rows = self
+            .scoped_read(
+                scope,
                 "SELECT day, reason, count FROM leadmaps.event_drops WHERE workspace_id = $1",
+                &[&id(scope.workspace())],
             )
-            .await
-            .map_err(pg)?;
-        let rows = tx
-            .query(&select, &[&id(scope.workspace())])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
         let mut counts = rows
             .iter()
             .map(|row| {

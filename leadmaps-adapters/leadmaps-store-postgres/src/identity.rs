@@ -197,20 +197,16 @@ impl ApiKeyStore for PostgresStore {
 
     async fn api_keys(&self, scope: &Scope) -> Result<Vec<ApiKeyRecord>> {
         scope.require(Action::MemberManage)?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS} FROM leadmaps.api_keys WHERE workspace_id = $1
+        let rows = self
+            .scoped_read(
+                scope,
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM leadmaps.api_keys WHERE workspace_id = $1
                  ORDER BY created_at, id"
-            ))
-            .await
-            .map_err(pg)?;
-        let rows = tx
-            .query(&select, &[&id(scope.workspace())])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+                ),
+                &[&id(scope.workspace())],
+            )
+            .await?;
         rows.iter().map(key_from).collect()
     }
 

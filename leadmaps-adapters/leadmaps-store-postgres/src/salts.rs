@@ -15,19 +15,13 @@ use crate::store::{PostgresStore, id, scoped};
 #[async_trait]
 impl SaltStore for PostgresStore {
     async fn salts(&self, scope: &Scope, days: &[Date]) -> Result<Vec<StoredSalt>> {
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
+        let rows = self
+            .scoped_read(
+                scope,
                 "SELECT day, blob FROM leadmaps.salts WHERE workspace_id = $1 AND day = ANY($2)",
+                &[&id(scope.workspace()), &days],
             )
-            .await
-            .map_err(pg)?;
-        let rows = tx
-            .query(&select, &[&id(scope.workspace()), &days])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
         let mut found = HashMap::with_capacity(rows.len());
         for row in rows {
             found.insert(
@@ -117,20 +111,14 @@ impl SaltStore for PostgresStore {
 
     async fn salt_destructions(&self, scope: &Scope) -> Result<Vec<SaltDestruction>> {
         scope.require(Action::AuditRead)?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
+        let rows = self
+            .scoped_read(
+                scope,
                 "SELECT day, destroyed_at FROM leadmaps.salt_destructions WHERE workspace_id = $1
                  ORDER BY destroyed_at, day",
+                &[&id(scope.workspace())],
             )
-            .await
-            .map_err(pg)?;
-        let rows = tx
-            .query(&select, &[&id(scope.workspace())])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(SaltDestruction {

@@ -58,19 +58,7 @@ impl SiteStore for PostgresStore {
     }
 
     async fn sites(&self, scope: &Scope) -> Result<Vec<Site>> {
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
-                "SELECT domain, created_at FROM leadmaps.sites WHERE workspace_id = $1 ORDER BY domain",
-            )
-            .await
-            .map_err(pg)?;
-        let rows = tx
-            .query(&select, &[&id(scope.workspace())])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+        let rows = self.scoped_read(scope, "SELECT domain, created_at FROM leadmaps.sites WHERE workspace_id = $1 ORDER BY domain", &[&id(scope.workspace())]).await?;
         rows.iter()
             .map(|row| {
                 Ok(Site {

@@ -154,6 +154,21 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool)
     }
 
+    /// Runs one read in a read-only transaction scoped to `scope`'s workspace (see [`scoped`]).
+    pub(crate) async fn scoped_read(
+        &self,
+        scope: &Scope,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.workspace(), true).await?;
+        let statement = tx.prepare_cached(sql).await.map_err(pg)?;
+        let rows = tx.query(&statement, params).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(rows)
+    }
+
     /// Closes the pool: idle connections are dropped now, busy ones when they are returned.
     pub fn close(&self) {
         self.pool.close();
@@ -236,19 +251,7 @@ impl WorkspaceStore for PostgresStore {
     }
 
     async fn workspace(&self, scope: &Scope) -> Result<Workspace> {
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
-                "SELECT workspace_id, name, region, created_at FROM leadmaps.workspaces WHERE workspace_id = $1",
-            )
-            .await
-            .map_err(pg)?;
-        let row = tx
-            .query_opt(&select, &[&id(scope.workspace())])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+        let row = self.scoped_read(scope, "SELECT workspace_id, name, region, created_at FROM leadmaps.workspaces WHERE workspace_id = $1", &[&id(scope.workspace())]).await?.into_iter().next();
         workspace_from_row(&row.ok_or(Error::NotFound)?)
     }
 
@@ -307,17 +310,7 @@ impl SecretStore for PostgresStore {
 
     async fn secret(&self, scope: &Scope, name: &str) -> Result<Option<StoredSecret>> {
         require_secret_read(scope)?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached("SELECT name, purpose, blob FROM leadmaps.secrets WHERE workspace_id = $1 AND name = $2")
-            .await
-            .map_err(pg)?;
-        let row = tx
-            .query_opt(&select, &[&id(scope.workspace()), &name])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+        let row = self.scoped_read(scope, "SELECT name, purpose, blob FROM leadmaps.secrets WHERE workspace_id = $1 AND name = $2", &[&id(scope.workspace()), &name]).await?.into_iter().next();
         row.map(|row| {
             let purpose: String = row.try_get("purpose").map_err(pg)?;
             Ok(StoredSecret {
@@ -348,19 +341,13 @@ impl SecretStore for PostgresStore {
 
     async fn secret_names(&self, scope: &Scope) -> Result<Vec<String>> {
         require_secret_read(scope)?;
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
+        let rows = self
+            .scoped_read(
+                scope,
                 "SELECT name FROM leadmaps.secrets WHERE workspace_id = $1 ORDER BY name",
+                &[&id(scope.workspace())],
             )
-            .await
-            .map_err(pg)?;
-        let rows = tx
-            .query(&select, &[&id(scope.workspace())])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
         rows.iter().map(|row| row.try_get(0).map_err(pg)).collect()
     }
 }
@@ -368,20 +355,14 @@ impl SecretStore for PostgresStore {
 #[async_trait]
 impl KeyStore for PostgresStore {
     async fn tenant_keys(&self, scope: &Scope) -> Result<Vec<WrappedTenantKey>> {
-        let mut client = self.client().await?;
-        let tx = scoped(&mut client, scope.workspace(), true).await?;
-        let select = tx
-            .prepare_cached(
+        let rows = self
+            .scoped_read(
+                scope,
                 "SELECT workspace_id, version, kek_id, blob, created_at FROM leadmaps.tenant_keys
                  WHERE workspace_id = $1 ORDER BY version",
+                &[&id(scope.workspace())],
             )
-            .await
-            .map_err(pg)?;
-        let rows = tx
-            .query(&select, &[&id(scope.workspace())])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(WrappedTenantKey {
