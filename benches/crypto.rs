@@ -56,10 +56,7 @@ fn gate_authorize(bencher: divan::Bencher) {
     let workspace = WorkspaceId::new();
     let mut memberships: Vec<_> = (0..9).map(|_| (WorkspaceId::new(), Role::Viewer)).collect();
     memberships.push((workspace, Role::Admin));
-    let member = Principal::Member {
-        user: UserId::new(),
-        memberships,
-    };
+    let member = Principal::member(UserId::new(), memberships);
     bencher.bench_local(|| {
         gate.authorize(black_box(&member), black_box(workspace), Action::SecretRead)
             .unwrap()

@@ -63,10 +63,7 @@ async fn collector_router(store: Arc<dyn Store>) -> (Router, String, Arc<batcher
         .create_workspace(&create, "bench", Region::Eu, clock.now())
         .await
         .unwrap();
-    let admin = Principal::Member {
-        user: UserId::new(),
-        memberships: vec![(workspace, Role::Admin)],
-    };
+    let admin = Principal::member(UserId::new(), [(workspace, Role::Admin)]);
     let update = gate
         .authorize(&admin, workspace, Action::WorkspaceUpdate)
         .unwrap();

@@ -42,10 +42,7 @@ fn ring() -> KeyRing {
 }
 
 fn admin() -> Principal {
-    Principal::Member {
-        user: UserId::new(),
-        memberships: vec![(workspace(), Role::Admin)],
-    }
+    Principal::member(UserId::new(), [(workspace(), Role::Admin)])
 }
 
 /// The child: serve the collector on `dir/leadmaps.db`, write the port to `dir/port`.

@@ -73,10 +73,7 @@ async fn no_ip_or_user_agent_in_database_files_or_logs() {
         .create_workspace(&create, "scan", Region::Eu, clock.now())
         .await
         .unwrap();
-    let admin = Principal::Member {
-        user: UserId::new(),
-        memberships: vec![(workspace, Role::Admin)],
-    };
+    let admin = Principal::member(UserId::new(), [(workspace, Role::Admin)]);
     store
         .add_site(
             &gate

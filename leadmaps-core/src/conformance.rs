@@ -76,6 +76,7 @@ checks!(
     retention_delete,
     collector_end_to_end,
     salts_rotate_and_are_destroyed,
+    workspace_policy_reaches_memberships,
     ]
 );
 
@@ -108,10 +109,7 @@ impl Fixture {
         let clock = Arc::new(ManualClock::new(start_time()));
         let gate = Gate::new(clock.clone());
         let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
-        let admin = |ws| Principal::Member {
-            user: UserId::new(),
-            memberships: vec![(ws, Role::Admin)],
-        };
+        let admin = |ws| Principal::member(UserId::new(), [(ws, Role::Admin)]);
         let fixture = Self {
             store: store.clone(),
             clock,
@@ -183,6 +181,114 @@ fn secret(name: &str, blob: &[u8]) -> StoredSecret {
     }
 }
 
+/// A workspace starts without a TOTP requirement; setting one needs the update action, shows on
+/// the workspace, and reaches every member's membership (so the gate can enforce it), in that
+/// workspace only.
+pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
+    use crate::auth::users::User;
+    use crate::store::WorkspacePolicy;
+    let f = Fixture::new(store.clone()).await;
+    let read = store.workspace(&f.a(Action::WorkspaceRead)).await.unwrap();
+    assert_eq!(read.policy, WorkspacePolicy::default());
+    assert!(!read.policy.require_totp, "off by default");
+    let alice = User {
+        id: UserId::new(),
+        email: crate::mail::Address::parse("alice@example.com").unwrap(),
+        created_at: f.clock.now(),
+    };
+    store.create_user(&alice).await.unwrap();
+    for ws in [f.a, f.b] {
+        let manage = f
+            .gate
+            .authorize(
+                &Principal::System(SystemTask::Provisioning),
+                ws,
+                Action::MemberManage,
+            )
+            .unwrap();
+        store
+            .set_membership(&manage, alice.id, Role::Viewer)
+            .await
+            .unwrap();
+    }
+    let strict = WorkspacePolicy { require_totp: true };
+    assert_eq!(
+        kind(
+            store
+                .set_workspace_policy(&f.a(Action::WorkspaceRead), &strict)
+                .await
+        ),
+        ErrorKind::Denied
+    );
+    let updated = store
+        .set_workspace_policy(&f.a(Action::WorkspaceUpdate), &strict)
+        .await
+        .unwrap();
+    assert!(updated.policy.require_totp);
+    assert_eq!(updated.name, "Workspace A", "nothing else changed");
+    assert!(
+        store
+            .workspace(&f.a(Action::WorkspaceRead))
+            .await
+            .unwrap()
+            .policy
+            .require_totp
+    );
+    assert!(
+        !store
+            .workspace(&f.b(Action::WorkspaceRead))
+            .await
+            .unwrap()
+            .policy
+            .require_totp,
+        "the other workspace keeps its policy"
+    );
+    let memberships = store.memberships(alice.id).await.unwrap();
+    let mut got: Vec<_> = memberships
+        .iter()
+        .map(|m| (m.workspace, m.require_totp))
+        .collect();
+    got.sort();
+    let mut want = vec![(f.a, true), (f.b, false)];
+    want.sort();
+    assert_eq!(got, want);
+    // Through the gate: without a second factor, workspace A is out of reach, B is not.
+    let member = |second_factor| Principal::Member {
+        user: alice.id,
+        memberships: memberships.clone(),
+        second_factor,
+    };
+    assert_eq!(
+        f.gate
+            .authorize(&member(false), f.a, Action::EventRead)
+            .unwrap_err(),
+        crate::tenancy::Denied::SecondFactorRequired
+    );
+    assert!(
+        f.gate
+            .authorize(&member(false), f.b, Action::EventRead)
+            .is_ok()
+    );
+    assert!(
+        f.gate
+            .authorize(&member(true), f.a, Action::EventRead)
+            .is_ok()
+    );
+    store
+        .set_workspace_policy(&f.a(Action::WorkspaceUpdate), &WorkspacePolicy::default())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .memberships(alice.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| !m.require_totp),
+        "turned off again"
+    );
+}
+
 /// Create, read, rename; duplicates conflict; names validated; unknown ids are not found.
 pub async fn workspace_lifecycle(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
@@ -240,10 +346,7 @@ pub async fn workspace_lifecycle(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(created.region, Region::Us);
     let ghost = WorkspaceId::new();
-    let ghost_admin = Principal::Member {
-        user: UserId::new(),
-        memberships: vec![(ghost, Role::Admin)],
-    };
+    let ghost_admin = Principal::member(UserId::new(), [(ghost, Role::Admin)]);
     let ghost_scope = f
         .gate
         .authorize(&ghost_admin, ghost, Action::WorkspaceRead)
@@ -1381,10 +1484,7 @@ pub async fn collector_end_to_end(store: Arc<dyn Store>) {
         .create_workspace(&us_scope, "US", Region::Us, f.clock.now())
         .await
         .unwrap();
-    let us_admin = Principal::Member {
-        user: UserId::new(),
-        memberships: vec![(us, Role::Admin)],
-    };
+    let us_admin = Principal::member(UserId::new(), [(us, Role::Admin)]);
     f.store
         .add_site(
             &f.gate
@@ -1611,6 +1711,9 @@ checks!(
         links_are_taken_once,
         sessions_round_trip_and_revoke,
         step_ups_are_taken_once,
+        totp_confirmation_is_stored,
+        challenge_failures_count_per_session,
+        recovery_codes_are_used_once,
     ]
 );
 
@@ -1630,6 +1733,7 @@ fn factor(subject: crate::auth::totp::Subject) -> crate::auth::totp::TotpFactor 
         last_step: None,
         failures: 0,
         locked_until: None,
+        confirmed: true,
     }
 }
 
@@ -1808,6 +1912,121 @@ pub async fn sessions_round_trip_and_revoke(store: Arc<dyn crate::auth::AuthStor
     assert!(store.session("s3").await.unwrap().is_some());
 }
 
+/// A factor's confirmation is stored with it and survives claims and failures.
+pub async fn totp_confirmation_is_stored(store: Arc<dyn crate::auth::AuthStore>) {
+    use crate::auth::totp::{Subject, TotpFactor};
+    let user = Subject::User(UserId::new());
+    let pending = TotpFactor {
+        confirmed: false,
+        ..factor(user)
+    };
+    store.put_totp(&pending).await.unwrap();
+    assert_eq!(store.totp(user).await.unwrap(), Some(pending.clone()));
+    assert!(store.claim_totp_step(user, 5).await.unwrap());
+    let confirmed = TotpFactor {
+        confirmed: true,
+        last_step: Some(5),
+        ..pending
+    };
+    store.put_totp(&confirmed).await.unwrap();
+    store
+        .record_totp_failure(user, start_time(), 10, Duration::minutes(15))
+        .await
+        .unwrap();
+    let read = store.totp(user).await.unwrap().unwrap();
+    assert!(read.confirmed, "confirmation kept");
+    assert_eq!((read.last_step, read.failures), (Some(5), 1));
+}
+
+/// Wrong second-factor tries are counted per session, atomically; unknown sessions are not
+/// found; a deleted session's count does not carry over to a new one.
+pub async fn challenge_failures_count_per_session(store: Arc<dyn crate::auth::AuthStore>) {
+    use crate::auth::session::SessionRecord;
+    use crate::auth::totp::Subject;
+    let t = start_time();
+    let session = |selector: &str| SessionRecord {
+        selector: selector.into(),
+        digest: crate::auth::tokens::TokenDigest {
+            key_id: 1,
+            mac: [9; 32],
+        },
+        subject: Subject::User(UserId::new()),
+        second_factor: false,
+        created_at: t,
+        last_seen_at: t,
+    };
+    store.insert_session(&session("c1")).await.unwrap();
+    store.insert_session(&session("c2")).await.unwrap();
+    let tries = (0..20).map(|_| store.record_challenge_failure("c1"));
+    let mut counts: Vec<u32> = futures_join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=20).collect::<Vec<_>>(), "atomic increments");
+    assert_eq!(store.record_challenge_failure("c2").await.unwrap(), 1);
+    assert_eq!(
+        kind(store.record_challenge_failure("nobody").await),
+        ErrorKind::NotFound
+    );
+    assert!(store.delete_session("c1").await.unwrap());
+    store.insert_session(&session("c1")).await.unwrap();
+    assert_eq!(store.record_challenge_failure("c1").await.unwrap(), 1);
+}
+
+/// Recovery codes: a set replaces the previous one; each slot is used once, also under parallel
+/// attempts; subjects are kept apart.
+pub async fn recovery_codes_are_used_once(store: Arc<dyn crate::auth::AuthStore>) {
+    use crate::auth::tokens::recovery::RecoveryHash;
+    use crate::auth::totp::Subject;
+    let (alice, bob) = (
+        Subject::User(UserId::new()),
+        Subject::Staff(crate::tenancy::StaffId::new()),
+    );
+    let set = |seed: u8| -> Vec<RecoveryHash> {
+        (0..10u8)
+            .map(|i| RecoveryHash {
+                salt: [seed ^ i; 16],
+                hash: [i.wrapping_add(seed); 32],
+            })
+            .collect()
+    };
+    assert_eq!(store.recovery_codes(alice).await.unwrap(), []);
+    store.put_recovery_codes(alice, &set(1)).await.unwrap();
+    store.put_recovery_codes(bob, &set(2)).await.unwrap();
+    let stored = store.recovery_codes(alice).await.unwrap();
+    assert_eq!(stored.len(), 10);
+    for (slot, hash) in &stored {
+        assert_eq!(hash, &set(1)[*slot as usize], "slot {slot} holds its hash");
+    }
+    let attempts = (0..20).map(|_| store.use_recovery_code(alice, 3));
+    let won = futures_join_all(attempts)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1, "a code is used once");
+    assert!(!store.use_recovery_code(alice, 99).await.unwrap());
+    let left: Vec<u32> = store
+        .recovery_codes(alice)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(slot, _)| slot)
+        .collect();
+    assert_eq!(left, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        store.recovery_codes(bob).await.unwrap().len(),
+        10,
+        "bob untouched"
+    );
+    store.put_recovery_codes(alice, &set(3)).await.unwrap();
+    let replaced = store.recovery_codes(alice).await.unwrap();
+    assert_eq!(replaced.len(), 10, "a new set replaces the old, all unused");
+    assert_eq!(replaced[3].1, set(3)[3]);
+}
+
 /// A step-up grant is taken once, only for its staff member and action, only before it expires.
 pub async fn step_ups_are_taken_once(store: Arc<dyn crate::auth::AuthStore>) {
     use crate::auth::staff::SensitiveAction::{CloseIncident, RotateKeys};
@@ -1867,7 +2086,11 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
 
 checks!(
     /// Every identity-store check, by name.
-    IDENTITY_CHECKS: dyn crate::auth::IdentityStore = [users_and_memberships, api_keys_stay_in_their_workspace]
+    IDENTITY_CHECKS: dyn crate::auth::IdentityStore = [
+        users_and_memberships,
+        api_keys_stay_in_their_workspace,
+        staff_are_their_own_identities,
+    ]
 );
 
 /// Runs every identity-store check, each on a fresh store. Workspaces named by the checks need
@@ -1928,9 +2151,15 @@ pub async fn users_and_memberships(store: Arc<dyn crate::auth::IdentityStore>) {
         .set_membership(&manage(&gate, a), alice.id, Role::Editor)
         .await
         .unwrap();
-    let mut got = store.memberships(alice.id).await.unwrap();
+    let mut got: Vec<_> = store
+        .memberships(alice.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.workspace, m.role, m.require_totp))
+        .collect();
     got.sort();
-    let mut want = vec![(a, Role::Editor), (b, Role::Admin)];
+    let mut want = vec![(a, Role::Editor, false), (b, Role::Admin, false)];
     want.sort();
     assert_eq!(got, want);
     let update = gate
@@ -1953,6 +2182,49 @@ pub async fn users_and_memberships(store: Arc<dyn crate::auth::IdentityStore>) {
         ErrorKind::NotFound
     );
     assert_eq!(store.memberships(UserId::new()).await.unwrap(), []);
+}
+
+/// Staff members are found by address; ids and addresses are unique among staff; a customer
+/// user with the same address is a different identity.
+pub async fn staff_are_their_own_identities(store: Arc<dyn crate::auth::IdentityStore>) {
+    use crate::auth::staff::StaffMember;
+    use crate::auth::users::User;
+    let email = crate::mail::Address::parse("ops@example.com").unwrap();
+    let staff = StaffMember {
+        id: crate::tenancy::StaffId::new(),
+        email: email.clone(),
+        created_at: start_time(),
+    };
+    assert_eq!(store.staff_by_email(&email).await.unwrap(), None);
+    store.create_staff(&staff).await.unwrap();
+    assert_eq!(
+        store.staff_by_email(&email).await.unwrap(),
+        Some(staff.clone())
+    );
+    let twin = StaffMember {
+        id: crate::tenancy::StaffId::new(),
+        ..staff.clone()
+    };
+    assert_eq!(kind(store.create_staff(&twin).await), ErrorKind::Conflict);
+    let same_id = StaffMember {
+        email: crate::mail::Address::parse("other@example.com").unwrap(),
+        ..staff.clone()
+    };
+    assert_eq!(
+        kind(store.create_staff(&same_id).await),
+        ErrorKind::Conflict
+    );
+    // The same address as a customer is a separate identity in a separate realm.
+    assert_eq!(store.user_by_email(&email).await.unwrap(), None);
+    store
+        .create_user(&User {
+            id: UserId::new(),
+            email: email.clone(),
+            created_at: start_time(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.staff_by_email(&email).await.unwrap(), Some(staff));
 }
 
 /// Keys are listed and revoked only within their workspace; lookups for authentication find

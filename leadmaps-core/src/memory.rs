@@ -9,8 +9,10 @@ use ipnet::IpNet;
 use time::{Date, OffsetDateTime};
 
 use crate::auth::keys::{ApiKeyRecord, ApiKeyStore};
+use crate::auth::recovery::RecoveryStore;
 use crate::auth::session::{MagicLink, SessionRecord, SessionStore};
-use crate::auth::staff::{SensitiveAction, StepUpStore};
+use crate::auth::staff::{SensitiveAction, StaffMember, StaffStore, StepUpStore};
+use crate::auth::tokens::recovery::RecoveryHash;
 use crate::auth::totp::{Subject, TotpFactor, TotpStore};
 use crate::auth::users::{User, UserStore};
 use crate::error::{Error, Result};
@@ -18,11 +20,13 @@ use crate::ingest::{Event, EventBatch, EventId, RejectReason, Verdict};
 use crate::mail::Address;
 use crate::store::{
     DropCount, EventSink, KeyStore, MAX_SECRET_BLOB, SaltDestruction, SaltStore, SecretStore, Site,
-    SiteRoute, SiteStore, Store, StoredSalt, StoredSecret, Workspace, WorkspaceStore,
-    WrappedTenantKey, normalize_domain, require_secret_read, validate_secret_name,
+    SiteRoute, SiteStore, Store, StoredSalt, StoredSecret, Workspace, WorkspacePolicy,
+    WorkspaceStore, WrappedTenantKey, normalize_domain, require_secret_read, validate_secret_name,
     validate_workspace_name,
 };
-use crate::tenancy::{Action, ApiKeyId, Denied, Region, Role, Scope, StaffId, UserId, WorkspaceId};
+use crate::tenancy::{
+    Action, ApiKeyId, Denied, Membership, Region, Role, Scope, StaffId, UserId, WorkspaceId,
+};
 
 #[derive(Default)]
 struct State {
@@ -44,6 +48,9 @@ struct State {
     step_ups: Vec<(StaffId, SensitiveAction, OffsetDateTime)>,
     memberships: BTreeMap<(UserId, WorkspaceId), Role>,
     sessions: HashMap<String, SessionRecord>,
+    challenge_failures: HashMap<String, u32>,
+    recovery: HashMap<Subject, Vec<Option<RecoveryHash>>>,
+    staff: HashMap<StaffId, StaffMember>,
 }
 
 /// The in-memory store.
@@ -102,6 +109,7 @@ impl WorkspaceStore for MemoryStore {
             name: name.to_owned(),
             region,
             created_at,
+            policy: WorkspacePolicy::default(),
         };
         state.workspaces.insert(workspace.id, workspace.clone());
         Ok(workspace)
@@ -124,6 +132,21 @@ impl WorkspaceStore for MemoryStore {
             .get_mut(&scope.workspace())
             .ok_or(Error::NotFound)?;
         workspace.name = name.to_owned();
+        Ok(workspace.clone())
+    }
+
+    async fn set_workspace_policy(
+        &self,
+        scope: &Scope,
+        policy: &WorkspacePolicy,
+    ) -> Result<Workspace> {
+        scope.require(Action::WorkspaceUpdate)?;
+        let mut state = self.state();
+        let workspace = state
+            .workspaces
+            .get_mut(&scope.workspace())
+            .ok_or(Error::NotFound)?;
+        workspace.policy = *policy;
         Ok(workspace.clone())
     }
 }
@@ -648,14 +671,91 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete_session(&self, selector: &str) -> Result<bool> {
-        Ok(self.state().sessions.remove(selector).is_some())
+        let mut state = self.state();
+        state.challenge_failures.remove(selector);
+        Ok(state.sessions.remove(selector).is_some())
     }
 
     async fn delete_sessions(&self, subject: Subject) -> Result<u64> {
         let mut state = self.state();
-        let before = state.sessions.len();
-        state.sessions.retain(|_, s| s.subject != subject);
-        Ok((before - state.sessions.len()) as u64)
+        let gone: Vec<String> = state
+            .sessions
+            .values()
+            .filter(|s| s.subject == subject)
+            .map(|s| s.selector.clone())
+            .collect();
+        for selector in &gone {
+            state.sessions.remove(selector);
+            state.challenge_failures.remove(selector);
+        }
+        Ok(gone.len() as u64)
+    }
+
+    async fn record_challenge_failure(&self, selector: &str) -> Result<u32> {
+        let mut state = self.state();
+        if !state.sessions.contains_key(selector) {
+            return Err(Error::NotFound);
+        }
+        let failures = state
+            .challenge_failures
+            .entry(selector.to_owned())
+            .or_default();
+        *failures = failures.saturating_add(1);
+        Ok(*failures)
+    }
+}
+
+#[async_trait]
+impl RecoveryStore for MemoryStore {
+    async fn put_recovery_codes(&self, subject: Subject, codes: &[RecoveryHash]) -> Result<()> {
+        self.state()
+            .recovery
+            .insert(subject, codes.iter().cloned().map(Some).collect());
+        Ok(())
+    }
+
+    async fn recovery_codes(&self, subject: Subject) -> Result<Vec<(u32, RecoveryHash)>> {
+        let state = self.state();
+        Ok(state
+            .recovery
+            .get(&subject)
+            .into_iter()
+            .flatten()
+            .zip(0u32..)
+            .filter_map(|(code, slot)| code.clone().map(|code| (slot, code)))
+            .collect())
+    }
+
+    async fn use_recovery_code(&self, subject: Subject, slot: u32) -> Result<bool> {
+        let mut state = self.state();
+        let code = state
+            .recovery
+            .get_mut(&subject)
+            .and_then(|codes| codes.get_mut(slot as usize));
+        Ok(code.is_some_and(|code| code.take().is_some()))
+    }
+}
+
+#[async_trait]
+impl StaffStore for MemoryStore {
+    async fn create_staff(&self, staff: &StaffMember) -> Result<()> {
+        let mut state = self.state();
+        if state.staff.contains_key(&staff.id)
+            || state.staff.values().any(|s| s.email == staff.email)
+        {
+            return Err(Error::Conflict("staff member exists"));
+        }
+        state.staff.insert(staff.id, staff.clone());
+        Ok(())
+    }
+
+    async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>> {
+        Ok(self
+            .state()
+            .staff
+            .values()
+            .find(|s| &s.email == email)
+            .cloned())
     }
 }
 
@@ -747,13 +847,20 @@ impl UserStore for MemoryStore {
         Ok(())
     }
 
-    async fn memberships(&self, user: UserId) -> Result<Vec<(WorkspaceId, Role)>> {
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>> {
         let state = self.state();
         Ok(state
             .memberships
             .range((user, WorkspaceId::from_uuid(uuid::Uuid::nil()))..)
             .take_while(|((u, _), _)| *u == user)
-            .map(|((_, ws), role)| (*ws, *role))
+            .map(|((_, workspace), role)| Membership {
+                workspace: *workspace,
+                role: *role,
+                require_totp: state
+                    .workspaces
+                    .get(workspace)
+                    .is_some_and(|w| w.policy.require_totp),
+            })
             .collect())
     }
 }

@@ -25,6 +25,16 @@ pub struct Workspace {
     pub region: Region,
     /// When it was created.
     pub created_at: OffsetDateTime,
+    /// Its policies.
+    pub policy: WorkspacePolicy,
+}
+
+/// What a workspace's admins require of everyone who reaches its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkspacePolicy {
+    /// Members reach the workspace only from a session that passed a second factor; the gate
+    /// enforces it through [`crate::tenancy::Membership::require_totp`].
+    pub require_totp: bool,
 }
 
 /// Longest workspace name, in bytes.
@@ -91,6 +101,16 @@ pub trait WorkspaceStore: Send + Sync {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Invalid`].
     async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace>;
+
+    /// Replaces the workspace's policy. Requires [`Action::WorkspaceUpdate`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    async fn set_workspace_policy(
+        &self,
+        scope: &Scope,
+        policy: &WorkspacePolicy,
+    ) -> Result<Workspace>;
 }
 
 /// A sealed secret as stored: the blob is a v1 envelope whose context is rebuilt from the

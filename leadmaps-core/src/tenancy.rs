@@ -9,7 +9,7 @@
 //! use leadmaps_core::clock::SystemClock;
 //! use leadmaps_core::tenancy::{Action, Gate, Principal, Role, Scope, UserId, WorkspaceId};
 //! let workspace = WorkspaceId::new();
-//! let member = Principal::Member { user: UserId::new(), memberships: vec![(workspace, Role::Viewer)] };
+//! let member = Principal::member(UserId::new(), [(workspace, Role::Viewer)]);
 //! let scope: Scope = Gate::new(Arc::new(SystemClock)).authorize(&member, workspace, Action::EventRead).unwrap();
 //! assert_eq!(scope.workspace(), workspace);
 //! ```
@@ -289,6 +289,18 @@ impl SystemTask {
     }
 }
 
+/// A user's standing in one workspace, with the workspace policy the gate enforces on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The user's role there.
+    pub role: Role,
+    /// The workspace's "require TOTP" policy: its data is out of reach of a session that has
+    /// not passed a second factor.
+    pub require_totp: bool,
+}
+
 /// Who is asking. Built by the authentication layer after it verified a credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -297,8 +309,10 @@ pub enum Principal {
     Member {
         /// The user.
         user: UserId,
-        /// Workspaces and roles.
-        memberships: Vec<(WorkspaceId, Role)>,
+        /// Workspaces, roles and their policies.
+        memberships: Vec<Membership>,
+        /// Whether the session passed a second factor (TOTP or a recovery code).
+        second_factor: bool,
     },
     /// A staff member. Staff reach customer data only through an impersonation grant, and only
     /// with a session that passed a second factor.
@@ -328,6 +342,28 @@ pub enum Principal {
     System(SystemTask),
 }
 
+impl Principal {
+    /// A member with `(workspace, role)` memberships in workspaces without a TOTP policy, whose
+    /// session has not passed a second factor: what tools and tests usually need.
+    pub fn member(
+        user: UserId,
+        memberships: impl IntoIterator<Item = (WorkspaceId, Role)>,
+    ) -> Self {
+        Principal::Member {
+            user,
+            memberships: memberships
+                .into_iter()
+                .map(|(workspace, role)| Membership {
+                    workspace,
+                    role,
+                    require_totp: false,
+                })
+                .collect(),
+            second_factor: false,
+        }
+    }
+}
+
 /// Why the gate said no. Deliberately coarse: it names the rule, never the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -347,6 +383,9 @@ pub enum Denied {
     /// A scope for another action was passed where this one was needed.
     #[error("scope does not cover this action")]
     WrongScope,
+    /// The workspace requires TOTP and this session has not passed a second factor.
+    #[error("this workspace requires two-factor authentication")]
+    SecondFactorRequired,
 }
 
 /// What a scope's holder is, kept for audit records and logs.
@@ -438,14 +477,20 @@ impl Gate {
             return Err(Denied::NotAMember);
         }
         let actor = match principal {
-            Principal::Member { user, memberships } => {
+            Principal::Member {
+                user,
+                memberships,
+                second_factor,
+            } => {
                 if action != Action::WorkspaceCreate {
-                    let role = memberships
+                    let membership = memberships
                         .iter()
-                        .find(|(id, _)| *id == workspace)
-                        .map(|(_, role)| *role)
+                        .find(|m| m.workspace == workspace)
                         .ok_or(Denied::NotAMember)?;
-                    if !role.permits(action) {
+                    if membership.require_totp && !second_factor {
+                        return Err(Denied::SecondFactorRequired);
+                    }
+                    if !membership.role.permits(action) {
                         return Err(Denied::ActionNotPermitted);
                     }
                 }
@@ -525,10 +570,7 @@ mod tests {
     fn member_is_confined_to_own_workspaces_and_role() {
         let (gate, _) = gate();
         let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
-        let viewer = Principal::Member {
-            user: UserId::new(),
-            memberships: vec![(a, Role::Viewer)],
-        };
+        let viewer = Principal::member(UserId::new(), [(a, Role::Viewer)]);
         let scope = gate.authorize(&viewer, a, Action::EventRead).unwrap();
         assert_eq!(scope.workspace(), a);
         assert_eq!(
@@ -652,10 +694,7 @@ mod tests {
             ),
             Err(Denied::NotAMember)
         );
-        let admin = Principal::Member {
-            user: UserId::new(),
-            memberships: vec![(WorkspaceId::INSTANCE, Role::Admin)],
-        };
+        let admin = Principal::member(UserId::new(), [(WorkspaceId::INSTANCE, Role::Admin)]);
         // Even a (forged) membership cannot reach the instance tenant.
         assert_eq!(
             gate.authorize(&admin, WorkspaceId::INSTANCE, Action::SecretRead),
@@ -676,10 +715,7 @@ mod tests {
     fn scope_require_checks_the_action() {
         let (gate, _) = gate();
         let ws = WorkspaceId::new();
-        let admin = Principal::Member {
-            user: UserId::new(),
-            memberships: vec![(ws, Role::Admin)],
-        };
+        let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
         let scope = gate.authorize(&admin, ws, Action::SecretRead).unwrap();
         assert!(scope.require(Action::SecretRead).is_ok());
         assert_eq!(scope.require(Action::SecretWrite), Err(Denied::WrongScope));

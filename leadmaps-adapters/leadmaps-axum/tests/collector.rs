@@ -79,10 +79,7 @@ async fn harness(options: Options) -> Harness {
             .create_workspace(&create, "w", region, clock.now())
             .await
             .unwrap();
-        let admin = Principal::Member {
-            user: UserId::new(),
-            memberships: vec![(ws, Role::Admin)],
-        };
+        let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
         let update = gate.authorize(&admin, ws, Action::WorkspaceUpdate).unwrap();
         store.add_site(&update, domain, clock.now()).await.unwrap();
         if ws == workspace {
@@ -190,10 +187,7 @@ async fn a_single_event_is_accepted_with_hardened_headers_and_cors() {
     let read = h
         .gate
         .authorize(
-            &Principal::Member {
-                user: UserId::new(),
-                memberships: vec![(h.workspace, Role::Admin)],
-            },
+            &Principal::member(UserId::new(), [(h.workspace, Role::Admin)]),
             h.workspace,
             Action::EventRead,
         )

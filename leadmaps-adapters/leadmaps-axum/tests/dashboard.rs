@@ -66,10 +66,7 @@ async fn world() -> World {
             .unwrap(),
     );
     let keys = Arc::new(ApiKeys::new(store.clone(), vault, hasher, clock));
-    let admin = Principal::Member {
-        user: UserId::new(),
-        memberships: vec![(a, Role::Admin)],
-    };
+    let admin = Principal::member(UserId::new(), [(a, Role::Admin)]);
     let manage = gate.authorize(&admin, a, Action::MemberManage).unwrap();
     let read = keys
         .create(&manage, "read", &[Action::WorkspaceRead, Action::EventRead])

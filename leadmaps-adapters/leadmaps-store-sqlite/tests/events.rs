@@ -34,10 +34,7 @@ fn gate() -> Gate {
 }
 
 fn member(ws: WorkspaceId, action: Action) -> Scope {
-    let admin = Principal::Member {
-        user: UserId::new(),
-        memberships: vec![(ws, Role::Admin)],
-    };
+    let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
     gate().authorize(&admin, ws, action).unwrap()
 }
 

@@ -25,10 +25,7 @@ fn gate() -> Gate {
 }
 
 fn admin(ws: WorkspaceId, action: Action) -> Scope {
-    let admin = Principal::Member {
-        user: UserId::new(),
-        memberships: vec![(ws, Role::Admin)],
-    };
+    let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
     gate().authorize(&admin, ws, action).unwrap()
 }
 

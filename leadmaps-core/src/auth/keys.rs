@@ -212,10 +212,7 @@ mod tests {
     }
 
     fn admin(gate: &Gate, ws: WorkspaceId, action: Action) -> Scope {
-        let admin = Principal::Member {
-            user: UserId::new(),
-            memberships: vec![(ws, Role::Admin)],
-        };
+        let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
         gate.authorize(&admin, ws, action).unwrap()
     }
 

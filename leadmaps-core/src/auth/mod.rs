@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod otp;
+pub mod recovery;
 pub mod session;
 pub mod staff;
 pub mod tokens;
@@ -10,11 +11,18 @@ pub mod totp;
 pub mod users;
 
 /// Every auth store trait, for `Arc<dyn AuthStore>`.
-pub trait AuthStore: totp::TotpStore + session::SessionStore + staff::StepUpStore {}
+pub trait AuthStore:
+    totp::TotpStore + session::SessionStore + staff::StepUpStore + recovery::RecoveryStore
+{
+}
 
-impl<T: totp::TotpStore + session::SessionStore + staff::StepUpStore + ?Sized> AuthStore for T {}
+impl<
+    T: totp::TotpStore + session::SessionStore + staff::StepUpStore + recovery::RecoveryStore + ?Sized,
+> AuthStore for T
+{
+}
 
-/// Users, memberships and API keys, for `Arc<dyn IdentityStore>`.
-pub trait IdentityStore: users::UserStore + keys::ApiKeyStore {}
+/// Users, memberships, staff and API keys, for `Arc<dyn IdentityStore>`.
+pub trait IdentityStore: users::UserStore + keys::ApiKeyStore + staff::StaffStore {}
 
-impl<T: users::UserStore + keys::ApiKeyStore + ?Sized> IdentityStore for T {}
+impl<T: users::UserStore + keys::ApiKeyStore + staff::StaffStore + ?Sized> IdentityStore for T {}

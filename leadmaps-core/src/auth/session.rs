@@ -50,6 +50,8 @@ pub const LINK_INTERVAL: Duration = Duration::seconds(60);
 pub const LINKS_PER_HOUR: u32 = 5;
 /// Most link requests from one client address per five minutes.
 pub const LINKS_PER_IP: usize = 30;
+/// Wrong second-factor codes one sign-in may try before it has to start over.
+pub const CHALLENGE_TRIES: u32 = 5;
 
 /// A magic link as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +113,9 @@ pub trait SessionStore: Send + Sync {
     async fn delete_session(&self, selector: &str) -> Result<bool>;
     /// Deletes every session of a subject; how many.
     async fn delete_sessions(&self, subject: Subject) -> Result<u64>;
+    /// Counts one failed second-factor try against the session's challenge and returns the
+    /// count so far. MUST be an atomic increment. [`Error::NotFound`] for an unknown session.
+    async fn record_challenge_failure(&self, selector: &str) -> Result<u32>;
 }
 
 /// Why a link or session was refused. Deliberately coarse.
@@ -347,6 +352,24 @@ impl Sessions {
             .await
     }
 
+    /// Counts a wrong second-factor code in this session's challenge. Returns the tries left;
+    /// at zero the session has been ended and sign-in starts over with a new link.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn challenge_failed(&self, session: &Session) -> Result<u32> {
+        let failures = match self.store.record_challenge_failure(&session.selector).await {
+            Ok(failures) => failures,
+            Err(Error::NotFound) => CHALLENGE_TRIES,
+            Err(error) => return Err(error),
+        };
+        if failures >= CHALLENGE_TRIES {
+            self.store.delete_session(&session.selector).await?;
+            return Ok(0);
+        }
+        Ok(CHALLENGE_TRIES - failures)
+    }
+
     /// Ends one session.
     ///
     /// # Errors
@@ -364,6 +387,13 @@ impl Sessions {
     }
 }
 
+/// The name of the session cookie.
+pub const SESSION_COOKIE: &str = "__Host-leadmaps_session";
+
+/// The `Set-Cookie` value that removes the session cookie (sign-out).
+pub const CLEAR_SESSION_COOKIE: &str =
+    "__Host-leadmaps_session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0";
+
 /// The `Set-Cookie` value for a session token: `__Host-` prefix, HttpOnly, Secure,
 /// SameSite=Lax, Path=/, and a Max-Age up to the session's end.
 pub fn session_cookie(
@@ -373,7 +403,7 @@ pub fn session_cookie(
 ) -> zeroize::Zeroizing<String> {
     let max_age = (session.expires_at - now).whole_seconds().max(0);
     zeroize::Zeroizing::new(format!(
-        "__Host-leadmaps_session={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}",
+        "{SESSION_COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}",
         &*token.expose()
     ))
 }

@@ -14,7 +14,29 @@ use super::session::Session;
 use super::totp::Subject;
 use crate::clock::Clock;
 use crate::error::Result;
+use crate::mail::Address;
 use crate::tenancy::{Denied, ImpersonationGrant, Principal, StaffId};
+
+/// A leadmaps staff member: an identity apart from customer users (a staff address that is also
+/// a customer's signs in to each realm separately, with separate sessions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffMember {
+    /// Id.
+    pub id: StaffId,
+    /// Sign-in address (unique among staff).
+    pub email: Address,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+/// Storage of staff identities.
+#[async_trait]
+pub trait StaffStore: Send + Sync {
+    /// Adds a staff member. [`crate::Error::Conflict`] if the id or address exists.
+    async fn create_staff(&self, staff: &StaffMember) -> Result<()>;
+    /// A staff member by address.
+    async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>>;
+}
 
 /// How long a step-up grant lasts.
 pub const STEP_UP_TTL: Duration = Duration::minutes(10);

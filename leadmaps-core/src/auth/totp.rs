@@ -42,6 +42,20 @@ pub struct TotpFactor {
     pub failures: u32,
     /// Refused until then.
     pub locked_until: Option<OffsetDateTime>,
+    /// Whether enrolment was confirmed with a first code. Only a confirmed factor is a second
+    /// factor; a pending one can only be confirmed.
+    pub confirmed: bool,
+}
+
+/// Where a subject stands with TOTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorState {
+    /// No factor.
+    None,
+    /// Enrolled, waiting for the first code.
+    Pending,
+    /// Confirmed: a second factor.
+    Active,
 }
 
 /// Storage of TOTP factors. Every method is atomic on its own.
@@ -213,7 +227,9 @@ impl TotpFactors {
     }
 
     /// Enrols (or re-enrols) a factor with a fresh 160-bit seed; returns the `otpauth://` URI to
-    /// show once as a QR code. The seed is stored sealed; the previous factor, if any, is replaced.
+    /// show once as a QR code. The seed is stored sealed; the previous factor, if any, is replaced
+    /// by a pending one, which [`Self::confirm`] activates. Callers must only re-enrol a subject
+    /// with an active factor right after checking a code of it.
     ///
     /// # Errors
     /// Vault and store errors.
@@ -234,6 +250,7 @@ impl TotpFactors {
             last_step: None,
             failures: 0,
             locked_until: None,
+            confirmed: false,
         };
         self.store.put_totp(&factor).await?;
         let uri = otp::OtpAuth {
@@ -245,12 +262,56 @@ impl TotpFactors {
         Ok(uri.to_uri())
     }
 
-    /// Checks a code (see [`TotpVerifier::verify`]).
+    /// Whether `subject` has a factor, pending or confirmed.
     ///
     /// # Errors
-    /// [`Error::NotFound`] without a factor; [`Error::Decrypt`] if the sealed seed does not open.
+    /// Store errors.
+    pub async fn state(&self, subject: Subject) -> Result<FactorState> {
+        Ok(match self.store.totp(subject).await? {
+            None => FactorState::None,
+            Some(factor) if factor.confirmed => FactorState::Active,
+            Some(_) => FactorState::Pending,
+        })
+    }
+
+    /// Checks a code against a confirmed factor (see [`TotpVerifier::verify`]).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] without a confirmed factor; [`Error::Decrypt`] if the sealed seed does
+    /// not open.
     pub async fn check(&self, subject: Subject, code: &str) -> Result<TotpOutcome> {
-        let factor = self.store.totp(subject).await?.ok_or(Error::NotFound)?;
+        self.check_factor(subject, code, true).await
+    }
+
+    /// Confirms a pending enrolment with its first code; on [`TotpOutcome::Accepted`] the
+    /// factor is active from now on. A confirmed factor is checked as by [`Self::check`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] without a factor; vault and store errors.
+    pub async fn confirm(&self, subject: Subject, code: &str) -> Result<TotpOutcome> {
+        let outcome = self.check_factor(subject, code, false).await?;
+        if outcome == TotpOutcome::Accepted {
+            let mut factor = self.store.totp(subject).await?.ok_or(Error::NotFound)?;
+            if !factor.confirmed {
+                factor.confirmed = true;
+                self.store.put_totp(&factor).await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn check_factor(
+        &self,
+        subject: Subject,
+        code: &str,
+        confirmed_only: bool,
+    ) -> Result<TotpOutcome> {
+        let factor = self
+            .store
+            .totp(subject)
+            .await?
+            .filter(|factor| factor.confirmed || !confirmed_only)
+            .ok_or(Error::NotFound)?;
         let row = subject_row(subject);
         let scope = self.scope(crate::tenancy::Action::SecretRead)?;
         let context = crate::crypto::SecretContext::totp_seed(WorkspaceId::INSTANCE, &row);
@@ -282,6 +343,7 @@ mod tests {
             last_step: None,
             failures: 0,
             locked_until: None,
+            confirmed: true,
         };
         store.put_totp(&factor).await.unwrap();
         let verifier = TotpVerifier::new(store.clone(), clock.clone());
@@ -406,6 +468,19 @@ mod tests {
         );
         let totp = Totp::default();
         let code = totp.format(totp.code_at(&parsed.secret, clock.now().unix_timestamp() as u64));
+        // A pending factor is no second factor until its first code confirms it.
+        assert_eq!(factors.state(subject).await.unwrap(), FactorState::Pending);
+        assert_eq!(
+            factors.check(subject, &code).await.unwrap_err().kind(),
+            crate::ErrorKind::NotFound
+        );
+        assert_eq!(
+            factors.confirm(subject, &code).await.unwrap(),
+            TotpOutcome::Accepted
+        );
+        assert_eq!(factors.state(subject).await.unwrap(), FactorState::Active);
+        clock.advance(Duration::seconds(30));
+        let code = totp.format(totp.code_at(&parsed.secret, clock.now().unix_timestamp() as u64));
         assert_eq!(
             factors.check(subject, &code).await.unwrap(),
             TotpOutcome::Accepted
@@ -419,6 +494,7 @@ mod tests {
         store
             .put_totp(&TotpFactor {
                 subject: other,
+                confirmed: true,
                 ..stored
             })
             .await

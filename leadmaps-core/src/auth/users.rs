@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 use crate::mail::Address;
-use crate::tenancy::{Role, Scope, UserId, WorkspaceId};
+use crate::tenancy::{Membership, Role, Scope, UserId};
 
 /// A customer user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,6 @@ pub trait UserStore: Send + Sync {
     /// Makes `user` a member of the scope's workspace with `role` (or changes the role).
     /// Requires [`crate::tenancy::Action::MemberManage`].
     async fn set_membership(&self, scope: &Scope, user: UserId, role: Role) -> Result<()>;
-    /// The user's memberships, by workspace.
-    async fn memberships(&self, user: UserId) -> Result<Vec<(WorkspaceId, Role)>>;
+    /// The user's memberships, by workspace, each with its workspace's TOTP policy.
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>>;
 }

@@ -204,10 +204,7 @@ impl Tenants {
         action: leadmaps_core::tenancy::Action,
     ) -> leadmaps_core::tenancy::Scope {
         use leadmaps_core::tenancy::{Principal, Role, UserId};
-        let admin = Principal::Member {
-            user: UserId::new(),
-            memberships: vec![(ws, Role::Admin)],
-        };
+        let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
         self.gate.authorize(&admin, ws, action).unwrap()
     }
 
