@@ -34,8 +34,11 @@ use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use leadmaps::auth::keys::ApiKeys;
+use leadmaps::auth::recovery::RecoveryCodes;
 use leadmaps::auth::session::Sessions;
+use leadmaps::auth::staff::{StaffMember, StepUp};
 use leadmaps::auth::tokens::TokenHasher;
+use leadmaps::auth::totp::{Subject, TotpFactors};
 use leadmaps::auth::users::User;
 use leadmaps::clock::{Clock, SystemClock};
 use leadmaps::crypto::{EnvKeyProvider, FileKeyProvider, KeyRing, Vault};
@@ -44,8 +47,8 @@ use leadmaps::ingest::{Collector, CollectorConfig};
 use leadmaps::mail::{Email, Mailer};
 use leadmaps::store::Store;
 use leadmaps::tenancy::{Action, Gate, Principal, Region, SystemTask, WorkspaceId};
-use leadmaps::tenancy::{Role, UserId};
-use leadmaps_axum::auth::{AuthState, auth_routes};
+use leadmaps::tenancy::{Role, StaffId, UserId};
+use leadmaps_axum::auth::{AuthServices, AuthState, auth_routes, staff_routes};
 use leadmaps_axum::dashboard::{DashboardState, dashboard_routes};
 use leadmaps_axum::{CollectorState, RateLimit, collector_routes, harden};
 use leadmaps_store_postgres::{PostgresConfig, PostgresStore};
@@ -112,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         command: WorkspaceCommand,
     },
+    /// Staff administration.
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
     /// Key-encryption key operations.
     Keys {
         #[command(subcommand)]
@@ -120,6 +128,17 @@ enum Command {
     /// Check a Postgres database's tenancy (forced RLS, policies, roles, grants, indexes) and
     /// exit non-zero on any finding.
     Doctor,
+}
+
+#[derive(Subcommand, Debug)]
+enum StaffCommand {
+    /// Add a staff member (or re-enrol one) and print the `otpauth://` URI of their TOTP factor,
+    /// to hand over out of band. Staff cannot sign in without it; their first code confirms it.
+    Add {
+        /// Sign-in address.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,6 +284,41 @@ async fn main() -> Result<(), BoxError> {
                 "workspace {workspace}\nregion    {}\nsite      {}",
                 region.as_str(),
                 site.domain
+            );
+            Ok(())
+        }
+        Command::Staff {
+            command: StaffCommand::Add { email },
+        } => {
+            let email = leadmaps::mail::Address::parse(&email)?;
+            let staff = match store.staff_by_email(&email).await? {
+                Some(staff) => staff,
+                None => {
+                    let staff = StaffMember {
+                        id: StaffId::new(),
+                        email: email.clone(),
+                        created_at: clock.now(),
+                    };
+                    store.create_staff(&staff).await?;
+                    staff
+                }
+            };
+            let totp = TotpFactors::new(
+                store.clone(),
+                vault.clone(),
+                gate.clone(),
+                clock.clone(),
+                "leadmaps staff",
+            );
+            // Re-enrolling replaces the factor and ends the member's sessions.
+            let uri = totp
+                .enroll(Subject::Staff(staff.id), email.as_str())
+                .await?;
+            store.delete_sessions(Subject::Staff(staff.id)).await?;
+            println!(
+                "staff {}\n{}\n(shown once: hand it over out of band; the first code confirms it)",
+                staff.id,
+                uri.as_str()
             );
             Ok(())
         }
@@ -530,15 +584,28 @@ async fn serve(
         hasher,
         clock.clone(),
     ));
-    let auth = Arc::new(AuthState::new(
+    let totp = Arc::new(TotpFactors::new(
         store.clone(),
-        sessions,
-        mailer(&mail)?,
+        vault.clone(),
+        gate.clone(),
         clock.clone(),
+        "leadmaps",
+    ));
+    let auth = Arc::new(AuthState::new(
+        AuthServices {
+            identities: store.clone(),
+            sessions: sessions.clone(),
+            totp,
+            recovery: Arc::new(RecoveryCodes::new(store.clone())),
+            step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
+            mailer: mailer(&mail)?,
+            clock: clock.clone(),
+        },
         mail.public_url.clone(),
         trusted_proxies.clone(),
     ));
-    let dashboard = Arc::new(DashboardState::new(store.clone(), keys, gate.clone()));
+    let dashboard =
+        Arc::new(DashboardState::new(store.clone(), keys, gate.clone()).with_sessions(sessions));
     let (collector, batcher) =
         Collector::over_store(store.clone(), vault, gate.clone(), clock, config);
     let collector = Arc::new(collector);
@@ -556,7 +623,8 @@ async fn serve(
     ));
     let router = harden(
         collector_routes(state)
-            .merge(auth_routes(auth))
+            .merge(auth_routes(auth.clone()))
+            .merge(staff_routes(auth))
             .merge(dashboard_routes(dashboard))
             .merge(
                 Router::new()

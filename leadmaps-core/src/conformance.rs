@@ -2131,6 +2131,8 @@ pub async fn users_and_memberships(store: Arc<dyn crate::auth::IdentityStore>) {
         store.user_by_email(&alice.email).await.unwrap(),
         Some(alice.clone())
     );
+    assert_eq!(store.user(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.user(UserId::new()).await.unwrap(), None);
     assert_eq!(
         store
             .user_by_email(&crate::mail::Address::parse("bob@example.com").unwrap())
@@ -2200,6 +2202,11 @@ pub async fn staff_are_their_own_identities(store: Arc<dyn crate::auth::Identity
     assert_eq!(
         store.staff_by_email(&email).await.unwrap(),
         Some(staff.clone())
+    );
+    assert_eq!(store.staff(staff.id).await.unwrap(), Some(staff.clone()));
+    assert_eq!(
+        store.staff(crate::tenancy::StaffId::new()).await.unwrap(),
+        None
     );
     let twin = StaffMember {
         id: crate::tenancy::StaffId::new(),

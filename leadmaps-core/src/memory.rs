@@ -749,6 +749,10 @@ impl StaffStore for MemoryStore {
         Ok(())
     }
 
+    async fn staff(&self, id: StaffId) -> Result<Option<StaffMember>> {
+        Ok(self.state().staff.get(&id).cloned())
+    }
+
     async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>> {
         Ok(self
             .state()
@@ -826,6 +830,10 @@ impl UserStore for MemoryStore {
         }
         state.users.insert(user.id, user.clone());
         Ok(())
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        Ok(self.state().users.get(&id).cloned())
     }
 
     async fn user_by_email(&self, email: &Address) -> Result<Option<User>> {

@@ -1,8 +1,11 @@
-//! The workspace API (read side, for now) behind API-key authentication.
+//! The workspace API (read side, for now) for API keys and signed-in members.
 //!
-//! Every route goes request -> `Authorization: Bearer lm_...` -> `Principal` -> the gate ->
-//! `Scope` -> the store. 401 without a valid key; 404 for a workspace the key does not belong to
-//! (existence is not revealed); 403 for an action the key lacks.
+//! Every route goes request -> credential -> `Principal` -> the gate -> `Scope` -> the store. The
+//! credential is `Authorization: Bearer lm_...` or, when the state has sessions, the customer
+//! session cookie (the member's memberships and the workspaces' TOTP policies are read fresh for
+//! each request). 401 without a valid credential; 404 for a workspace the caller does not belong to
+//! (existence is not revealed); 403 for an action the role or key lacks, or a workspace that
+//! requires TOTP from a session that has not passed it.
 
 use std::sync::Arc;
 
@@ -10,10 +13,12 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use leadmaps_core::auth::keys::ApiKeys;
+use leadmaps_core::auth::session::Sessions;
+use leadmaps_core::auth::totp::Subject;
 use leadmaps_core::store::Store;
-use leadmaps_core::tenancy::{Action, Denied, Gate, Scope, WorkspaceId};
+use leadmaps_core::tenancy::{Action, Denied, Gate, Principal, Scope, WorkspaceId};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -23,6 +28,7 @@ pub struct DashboardState {
     store: Arc<dyn Store>,
     keys: Arc<ApiKeys>,
     gate: Gate,
+    sessions: Option<Arc<Sessions>>,
 }
 
 impl std::fmt::Debug for DashboardState {
@@ -34,7 +40,18 @@ impl std::fmt::Debug for DashboardState {
 impl DashboardState {
     /// State over a store, the API-key service and the gate.
     pub fn new(store: Arc<dyn Store>, keys: Arc<ApiKeys>, gate: Gate) -> Self {
-        Self { store, keys, gate }
+        Self {
+            store,
+            keys,
+            gate,
+            sessions: None,
+        }
+    }
+
+    /// Also admits signed-in members by their session cookie.
+    pub fn with_sessions(mut self, sessions: Arc<Sessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 }
 
@@ -48,6 +65,11 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
     ),
     ("GET", "/api/v1/workspaces/{id}/events", Action::EventRead),
     ("GET", "/api/v1/workspaces/{id}/drops", Action::EventRead),
+    (
+        "PUT",
+        "/api/v1/workspaces/{id}/policy",
+        Action::WorkspaceUpdate,
+    ),
 ];
 
 /// The workspace routes.
@@ -57,6 +79,7 @@ pub fn dashboard_routes(state: Arc<DashboardState>) -> Router {
         .route("/api/v1/workspaces/{id}/sites", get(sites))
         .route("/api/v1/workspaces/{id}/events", get(events))
         .route("/api/v1/workspaces/{id}/drops", get(drops))
+        .route("/api/v1/workspaces/{id}/policy", put(set_policy))
         .with_state(state)
 }
 
@@ -84,6 +107,52 @@ fn store_error(error: &leadmaps_core::Error) -> Response {
     }
 }
 
+/// Who is asking: an API key, or a member's session.
+async fn principal(state: &DashboardState, headers: &HeaderMap) -> Result<Principal, Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = bearer {
+        return state
+            .keys
+            .authenticate(token.trim())
+            .await
+            .map_err(|e| match e.kind() {
+                leadmaps_core::ErrorKind::Invalid => {
+                    status(StatusCode::UNAUTHORIZED, "invalid API key")
+                }
+                _ => store_error(&e),
+            });
+    }
+    let session = match (&state.sessions, crate::auth::session_token(headers)) {
+        (Some(sessions), Some(token)) => sessions
+            .authenticate(token)
+            .await
+            .map_err(|_| status(StatusCode::UNAUTHORIZED, "sign in again"))?,
+        _ => {
+            return Err(status(
+                StatusCode::UNAUTHORIZED,
+                "an API key or a session is required",
+            ));
+        }
+    };
+    let Subject::User(user) = session.subject else {
+        // Staff reach customer workspaces only through impersonation grants.
+        return Err(status(StatusCode::NOT_FOUND, "not found"));
+    };
+    let memberships = state
+        .store
+        .memberships(user)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(Principal::Member {
+        user,
+        memberships,
+        second_factor: session.second_factor,
+    })
+}
+
 /// Authenticates the request and asks the gate for `action` on the workspace in the path.
 async fn scope(
     state: &DashboardState,
@@ -91,21 +160,7 @@ async fn scope(
     id: &str,
     action: Action,
 ) -> Result<Scope, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| status(StatusCode::UNAUTHORIZED, "an API key is required"))?;
-    let principal = state
-        .keys
-        .authenticate(token.trim())
-        .await
-        .map_err(|e| match e.kind() {
-            leadmaps_core::ErrorKind::Invalid => {
-                status(StatusCode::UNAUTHORIZED, "invalid API key")
-            }
-            _ => store_error(&e),
-        })?;
+    let principal = principal(state, headers).await?;
     let Ok(workspace) = id.parse::<WorkspaceId>() else {
         return Err(status(StatusCode::NOT_FOUND, "not found"));
     };
@@ -117,7 +172,11 @@ async fn scope(
             Denied::NotAMember | Denied::StaffNeedsGrant => {
                 status(StatusCode::NOT_FOUND, "not found")
             }
-            _ => status(StatusCode::FORBIDDEN, "this key does not allow that"),
+            Denied::SecondFactorRequired => status(
+                StatusCode::FORBIDDEN,
+                "this workspace requires two-factor authentication",
+            ),
+            _ => status(StatusCode::FORBIDDEN, "not permitted"),
         })
 }
 
@@ -131,8 +190,11 @@ async fn workspace(
         Err(response) => return response,
     };
     match state.store.workspace(&scope).await {
-        Ok(ws) => axum::Json(json!({"id": ws.id, "name": ws.name, "region": ws.region.as_str()}))
-            .into_response(),
+        Ok(ws) => axum::Json(json!({
+            "id": ws.id, "name": ws.name, "region": ws.region.as_str(),
+            "policy": {"require_totp": ws.policy.require_totp},
+        }))
+        .into_response(),
         Err(e) => store_error(&e),
     }
 }
@@ -214,6 +276,45 @@ async fn drops(
             let rows: Vec<_> =
                 counts.iter().map(|d| json!({"day": d.day.to_string(), "reason": d.reason.code(), "count": d.count})).collect();
             axum::Json(json!({ "drops": rows })).into_response()
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+/// Body of the policy route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    require_totp: bool,
+}
+
+/// Replaces the workspace's policy (admins, or keys with `workspace.update`). JSON only, so a
+/// cross-site form cannot send it with a member's cookie.
+async fn set_policy(
+    State(state): State<Arc<DashboardState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let scope = match scope(&state, &headers, &id, Action::WorkspaceUpdate).await {
+        Ok(scope) => scope,
+        Err(response) => return response,
+    };
+    if !crate::headers::is_json(&headers) {
+        return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json");
+    }
+    let Ok(body) = serde_json::from_slice::<PolicyBody>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "expected {\"require_totp\": true|false}",
+        );
+    };
+    let policy = leadmaps_core::store::WorkspacePolicy {
+        require_totp: body.require_totp,
+    };
+    match state.store.set_workspace_policy(&scope, &policy).await {
+        Ok(ws) => {
+            axum::Json(json!({"policy": {"require_totp": ws.policy.require_totp}})).into_response()
         }
         Err(e) => store_error(&e),
     }

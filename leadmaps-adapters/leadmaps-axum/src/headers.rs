@@ -1,7 +1,7 @@
 //! Security headers on every response.
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 
 const HEADERS: [(HeaderName, &str); 6] = [
@@ -33,4 +33,15 @@ async fn add(mut response: Response) -> Response {
 /// `Cache-Control: no-store` to every response of `router`.
 pub fn harden<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router.layer(axum::middleware::map_response(add))
+}
+
+/// Whether the request body is declared `application/json` (parameters allowed). State-changing
+/// routes that a session cookie can reach take only JSON: a cross-site form cannot send it
+/// without a CORS preflight.
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }

@@ -7,15 +7,18 @@ use std::time::Duration as StdDuration;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
-use leadmaps_axum::auth::{AuthState, auth_routes};
+use leadmaps_axum::auth::{AuthServices, AuthState, auth_routes};
+use leadmaps_core::auth::recovery::RecoveryCodes;
 use leadmaps_core::auth::session::Sessions;
+use leadmaps_core::auth::staff::StepUp;
 use leadmaps_core::auth::tokens::TokenHasher;
+use leadmaps_core::auth::totp::TotpFactors;
 use leadmaps_core::auth::users::{User, UserStore};
 use leadmaps_core::clock::{Clock, ManualClock};
-use leadmaps_core::crypto::{Kek, KeyRing};
+use leadmaps_core::crypto::{Kek, KeyRing, Vault};
 use leadmaps_core::mail::{Address, Outbox};
 use leadmaps_core::memory::MemoryStore;
-use leadmaps_core::tenancy::UserId;
+use leadmaps_core::tenancy::{Gate, UserId};
 use time::{Duration, OffsetDateTime};
 use tower::ServiceExt as _;
 
@@ -45,11 +48,27 @@ async fn world() -> World {
     };
     store.create_user(&user).await.unwrap();
     let outbox = Arc::new(Outbox::new());
+    let vault = Arc::new(
+        Vault::start(ring, store.clone(), clock.clone())
+            .await
+            .unwrap(),
+    );
     let state = AuthState::new(
-        store,
-        sessions,
-        outbox.clone(),
-        clock.clone(),
+        AuthServices {
+            identities: store.clone(),
+            sessions,
+            totp: Arc::new(TotpFactors::new(
+                store.clone(),
+                vault,
+                Gate::new(clock.clone()),
+                clock.clone(),
+                "leadmaps",
+            )),
+            recovery: Arc::new(RecoveryCodes::new(store.clone())),
+            step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
+            mailer: outbox.clone(),
+            clock: clock.clone(),
+        },
         "https://app.example",
         vec![],
     );

@@ -69,7 +69,15 @@ async fn world() -> World {
     let admin = Principal::member(UserId::new(), [(a, Role::Admin)]);
     let manage = gate.authorize(&admin, a, Action::MemberManage).unwrap();
     let read = keys
-        .create(&manage, "read", &[Action::WorkspaceRead, Action::EventRead])
+        .create(
+            &manage,
+            "read",
+            &[
+                Action::WorkspaceRead,
+                Action::EventRead,
+                Action::WorkspaceUpdate,
+            ],
+        )
         .await
         .unwrap();
     let ingest = keys
@@ -91,14 +99,25 @@ async fn world() -> World {
 }
 
 async fn get(world: &World, path: &str, key: Option<&str>) -> (StatusCode, Value) {
-    let mut request = Request::get(path);
+    call(world, "GET", path, key).await
+}
+
+/// A request to a route of `ROUTES`: writes (PUT) carry a valid JSON body that changes nothing.
+async fn call(world: &World, method: &str, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    let body = if method == "GET" {
+        Body::empty()
+    } else {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+        Body::from("{\"require_totp\": false}")
+    };
     if let Some(key) = key {
         request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
     let response = world
         .router
         .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
+        .oneshot(request.body(body).unwrap())
         .await
         .unwrap();
     let status = response.status();
@@ -114,17 +133,17 @@ fn path(template: &str, id: WorkspaceId) -> String {
 async fn a_key_of_workspace_a_gets_nothing_of_workspace_b_on_any_route() {
     let w = world().await;
     for (method, template, _) in ROUTES {
-        assert_eq!(*method, "GET");
-        let (own, _) = get(&w, &path(template, w.a), Some(&w.key_a_read)).await;
+        let (own, _) = call(&w, method, &path(template, w.a), Some(&w.key_a_read)).await;
         assert_eq!(own, StatusCode::OK, "{template} on its own workspace");
-        let (other, body) = get(&w, &path(template, w.b), Some(&w.key_a_read)).await;
+        let (other, body) = call(&w, method, &path(template, w.b), Some(&w.key_a_read)).await;
         assert_eq!(
             other,
             StatusCode::NOT_FOUND,
             "{template} on another workspace"
         );
         assert!(!body.to_string().contains("b.example"));
-        let (ghost, _) = get(&w, &path(template, WorkspaceId::new()), Some(&w.key_a_read)).await;
+        let ghost = path(template, WorkspaceId::new());
+        let (ghost, _) = call(&w, method, &ghost, Some(&w.key_a_read)).await;
         assert_eq!(
             ghost,
             StatusCode::NOT_FOUND,
@@ -136,13 +155,14 @@ async fn a_key_of_workspace_a_gets_nothing_of_workspace_b_on_any_route() {
 #[tokio::test]
 async fn keys_are_required_checked_and_limited_to_their_actions() {
     let w = world().await;
-    for (_, template, _) in ROUTES {
+    for (method, template, _) in ROUTES {
         let url = path(template, w.a);
-        let (none, _) = get(&w, &url, None).await;
+        let (none, _) = call(&w, method, &url, None).await;
         assert_eq!(none, StatusCode::UNAUTHORIZED, "{template}");
-        let (bad, _) = get(&w, &url, Some("lm_00000000000000000000000000000000_AAAA")).await;
+        let forged = "lm_00000000000000000000000000000000_AAAA";
+        let (bad, _) = call(&w, method, &url, Some(forged)).await;
         assert_eq!(bad, StatusCode::UNAUTHORIZED);
-        let (narrow, _) = get(&w, &url, Some(&w.key_a_ingest_only)).await;
+        let (narrow, _) = call(&w, method, &url, Some(&w.key_a_ingest_only)).await;
         assert_eq!(
             narrow,
             StatusCode::FORBIDDEN,

@@ -733,3 +733,127 @@ fn config_debug_hides_the_password() {
         "{mailer_shown}"
     );
 }
+
+/// The whole sign-in over real SMTP: the link request goes out through `SmtpMailer`, the
+/// message is read back from the server, and the link in it signs in once.
+#[tokio::test]
+async fn a_sign_in_link_travels_by_smtp_and_signs_in_once() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use leadmaps_axum::auth::{AuthServices, AuthState, auth_routes};
+    use leadmaps_core::auth::recovery::RecoveryCodes;
+    use leadmaps_core::auth::session::Sessions;
+    use leadmaps_core::auth::staff::StepUp;
+    use leadmaps_core::auth::tokens::TokenHasher;
+    use leadmaps_core::auth::totp::TotpFactors;
+    use leadmaps_core::auth::users::{User, UserStore};
+    use leadmaps_core::clock::{Clock, SystemClock};
+    use leadmaps_core::crypto::{Kek, KeyRing, Vault};
+    use leadmaps_core::memory::MemoryStore;
+    use leadmaps_core::tenancy::{Gate, UserId};
+    use tower::ServiceExt as _;
+
+    let server = smtpd_or_skip!();
+    let store = Arc::new(MemoryStore::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ring =
+        KeyRing::new([Kek::new(1, &(0..32u8).map(|i| i ^ 0x33).collect::<Vec<_>>()).unwrap()])
+            .unwrap();
+    let hasher = TokenHasher::new(&ring);
+    let vault = Arc::new(
+        Vault::start(ring, store.clone(), clock.clone())
+            .await
+            .unwrap(),
+    );
+    store
+        .create_user(&User {
+            id: UserId::new(),
+            email: Address::parse("erin@example.org").unwrap(),
+            created_at: clock.now(),
+        })
+        .await
+        .unwrap();
+    let mailer = Arc::new(SmtpMailer::new(server.config(Security::Plaintext)).unwrap());
+    let state = AuthState::new(
+        AuthServices {
+            identities: store.clone(),
+            sessions: Arc::new(Sessions::new(store.clone(), hasher, clock.clone())),
+            totp: Arc::new(TotpFactors::new(
+                store.clone(),
+                vault,
+                Gate::new(clock.clone()),
+                clock.clone(),
+                "leadmaps",
+            )),
+            recovery: Arc::new(RecoveryCodes::new(store.clone())),
+            step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
+            mailer,
+            clock,
+        },
+        "https://app.example",
+        vec![],
+    );
+    let router = auth_routes(Arc::new(state));
+    let send = |request: Request<Body>| router.clone().oneshot(request);
+    let asked = send(
+        Request::post("/auth/magic-link")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"email":"erin@example.org"}"#))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let message = loop {
+        if let Some(message) = server.messages().pop() {
+            break message;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sign-in mail reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(message["rcpt_tos"], serde_json::json!(["erin@example.org"]));
+    assert_eq!(
+        header(&message, "Subject"),
+        Some("Your leadmaps sign-in link")
+    );
+    let text = body(&message);
+    let link = text
+        .split_whitespace()
+        .find(|word| word.starts_with("https://app.example/auth/magic-link?token="))
+        .expect("a link in the body")
+        .to_owned();
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+
+    let page = send(
+        Request::get(link.trim_start_matches("https://app.example"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "the link shows a confirmation page"
+    );
+    let confirm = || {
+        Request::post("/auth/magic-link/confirm")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}")))
+            .unwrap()
+    };
+    let signed_in = send(confirm()).await.unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let cookie = signed_in.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.starts_with("__Host-leadmaps_session="), "{cookie}");
+    assert_eq!(
+        send(confirm()).await.unwrap().status(),
+        StatusCode::BAD_REQUEST,
+        "the mailed link works once"
+    );
+}

@@ -1,5 +1,5 @@
-//! Authentication state: TOTP factors, magic links and sessions (migration V4), and staff step-up
-//! grants (migration V6).
+//! Authentication state: TOTP factors, magic links and sessions (migration V4), staff step-up
+//! grants (migration V6), and a factor's confirmation and a session's challenge tries (V8).
 //!
 //! These are identity tables, not customer data: no `workspace_id`, no scope, no row-level
 //! security (see the README). Every method is one statement in its own implicit transaction, and
@@ -12,6 +12,7 @@
 //!   number of concurrent takers, the first deletes the row and the others find none;
 //! - `record_totp_failure` increments and locks in one `UPDATE ... RETURNING`;
 //! - `touch_session` only moves `last_seen_at` forward (`GREATEST`);
+//! - `record_challenge_failure` increments the session's count in one `UPDATE ... RETURNING`;
 //! - `take_step_up` picks the live grant that expires first and deletes it by id in one
 //!   statement. Concurrent takers of one grant queue on its row lock; the first deletes it and
 //!   every other finds it gone and deletes nothing, so one grant is used once. A taker that lost
@@ -33,7 +34,7 @@ use crate::error::{internal, pg, pg_conflict};
 use crate::store::{PostgresStore, to_u32};
 
 /// The key columns of a subject: its kind (`user` or `staff`) and id.
-fn subject_key(subject: Subject) -> (&'static str, Uuid) {
+pub(crate) fn subject_key(subject: Subject) -> (&'static str, Uuid) {
     match subject {
         Subject::User(user) => ("user", *user.as_uuid()),
         Subject::Staff(staff) => ("staff", *staff.as_uuid()),
@@ -92,6 +93,7 @@ fn factor_from(row: &Row) -> Result<TotpFactor> {
             .map_err(|_| internal("a stored TOTP step is negative"))?,
         failures: to_u32(failures.into())?,
         locked_until: row.try_get("locked_until").map_err(pg)?,
+        confirmed: row.try_get("confirmed").map_err(pg)?,
     })
 }
 
@@ -137,11 +139,13 @@ impl TotpStore for PostgresStore {
         let upsert = client
             .prepare_cached(
                 "INSERT INTO leadmaps.totp_factors
-                     (subject_kind, subject_id, sealed_seed, last_step, failures, locked_until)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                     (subject_kind, subject_id, sealed_seed, last_step, failures, locked_until,
+                      confirmed)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (subject_kind, subject_id) DO UPDATE SET
                      sealed_seed = EXCLUDED.sealed_seed, last_step = EXCLUDED.last_step,
-                     failures = EXCLUDED.failures, locked_until = EXCLUDED.locked_until",
+                     failures = EXCLUDED.failures, locked_until = EXCLUDED.locked_until,
+                     confirmed = EXCLUDED.confirmed",
             )
             .await
             .map_err(pg)?;
@@ -155,6 +159,7 @@ impl TotpStore for PostgresStore {
                     &last_step,
                     &failures,
                     &factor.locked_until,
+                    &factor.confirmed,
                 ],
             )
             .await
@@ -167,7 +172,8 @@ impl TotpStore for PostgresStore {
         let client = self.client().await?;
         let select = client
             .prepare_cached(
-                "SELECT subject_kind, subject_id, sealed_seed, last_step, failures, locked_until
+                "SELECT subject_kind, subject_id, sealed_seed, last_step, failures, locked_until,
+                        confirmed
                  FROM leadmaps.totp_factors WHERE subject_kind = $1 AND subject_id = $2",
             )
             .await
@@ -409,6 +415,28 @@ impl SessionStore for PostgresStore {
             .execute(&delete, &[&kind, &subject])
             .await
             .map_err(pg)
+    }
+
+    async fn record_challenge_failure(&self, selector: &str) -> Result<u32> {
+        let client = self.client().await?;
+        // Concurrent tries queue on the row lock and each adds one to the committed count. The
+        // count saturates at the largest integer instead of overflowing.
+        let fail = client
+            .prepare_cached(
+                "UPDATE leadmaps.sessions
+                 SET challenge_failures = LEAST(challenge_failures, 2147483646) + 1
+                 WHERE selector = $1
+                 RETURNING challenge_failures",
+            )
+            .await
+            .map_err(pg)?;
+        let row = client
+            .query_opt(&fail, &[&selector])
+            .await
+            .map_err(pg)?
+            .ok_or(Error::NotFound)?;
+        let failures: i32 = row.try_get(0).map_err(pg)?;
+        to_u32(failures.into())
     }
 }
 

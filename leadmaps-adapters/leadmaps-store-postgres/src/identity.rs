@@ -1,17 +1,21 @@
-//! Users, memberships and API keys (migration V5).
+//! Users, memberships and API keys (migration V5), staff members (V8).
 //!
-//! `users` is identity data (no `workspace_id`, no row-level security, gated by privileges, as the
-//! V4 tables). `memberships` and `api_keys` are customer data under the forced policies: their
+//! `users` and `staff_members` are identity data (no `workspace_id`, no row-level security, gated
+//! by privileges, as the V4 tables). `memberships` and `api_keys` are customer data under the forced policies: their
 //! scoped methods run in a transaction that first sets `leadmaps.workspace_id`, and filter by
 //! `workspace_id` themselves too. Three calls happen before any scope exists and go through
-//! SECURITY DEFINER functions of the lookup role: `memberships` (building a member's principal),
-//! `api_key_for_auth` and `touch_api_key` (authenticating a key).
+//! SECURITY DEFINER functions of the lookup role: `memberships` (building a member's principal,
+//! with each workspace's TOTP policy), `api_key_for_auth` and `touch_api_key` (authenticating a
+//! key).
 
 use async_trait::async_trait;
 use leadmaps_core::auth::keys::{ApiKeyRecord, ApiKeyStore};
+use leadmaps_core::auth::staff::{StaffMember, StaffStore};
 use leadmaps_core::auth::users::{User, UserStore};
 use leadmaps_core::mail::Address;
-use leadmaps_core::tenancy::{Action, ApiKeyId, Denied, Role, Scope, UserId, WorkspaceId};
+use leadmaps_core::tenancy::{
+    Action, ApiKeyId, Denied, Membership, Role, Scope, StaffId, UserId, WorkspaceId,
+};
 use leadmaps_core::{Error, Result};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -62,6 +66,40 @@ fn key_from(row: &Row) -> Result<ApiKeyRecord> {
     })
 }
 
+fn address_from(row: &Row) -> Result<Address> {
+    Address::parse(row.try_get("email").map_err(pg)?)
+        .map_err(|_| internal("a stored e-mail address does not parse"))
+}
+
+fn user_from(row: &Row) -> Result<User> {
+    Ok(User {
+        id: UserId::from_uuid(row.try_get("id").map_err(pg)?),
+        email: address_from(row)?,
+        created_at: row.try_get("created_at").map_err(pg)?,
+    })
+}
+
+fn staff_from(row: &Row) -> Result<StaffMember> {
+    Ok(StaffMember {
+        id: StaffId::from_uuid(row.try_get("id").map_err(pg)?),
+        email: address_from(row)?,
+        created_at: row.try_get("created_at").map_err(pg)?,
+    })
+}
+
+impl PostgresStore {
+    /// One row of an identity table (no scope, no row-level security) by one key.
+    async fn identity_row(
+        &self,
+        sql: &str,
+        key: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Option<Row>> {
+        let client = self.client().await?;
+        let select = client.prepare_cached(sql).await.map_err(pg)?;
+        client.query_opt(&select, &[key]).await.map_err(pg)
+    }
+}
+
 #[async_trait]
 impl UserStore for PostgresStore {
     async fn create_user(&self, user: &User) -> Result<()> {
@@ -84,24 +122,23 @@ impl UserStore for PostgresStore {
     }
 
     async fn user_by_email(&self, email: &Address) -> Result<Option<User>> {
-        let client = self.client().await?;
-        let select = client
-            .prepare_cached("SELECT id, email, created_at FROM leadmaps.users WHERE email = $1")
-            .await
-            .map_err(pg)?;
-        let Some(row) = client
-            .query_opt(&select, &[&email.as_str()])
-            .await
-            .map_err(pg)?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(User {
-            id: UserId::from_uuid(row.try_get("id").map_err(pg)?),
-            email: Address::parse(row.try_get("email").map_err(pg)?)
-                .map_err(|_| internal("a stored e-mail address does not parse"))?,
-            created_at: row.try_get("created_at").map_err(pg)?,
-        }))
+        let row = self
+            .identity_row(
+                "SELECT id, email, created_at FROM leadmaps.users WHERE email = $1",
+                &email.as_str(),
+            )
+            .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let row = self
+            .identity_row(
+                "SELECT id, email, created_at FROM leadmaps.users WHERE id = $1",
+                id.as_uuid(),
+            )
+            .await?;
+        row.as_ref().map(user_from).transpose()
     }
 
     async fn set_membership(&self, scope: &Scope, user: UserId, role: Role) -> Result<()> {
@@ -138,23 +175,67 @@ impl UserStore for PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
-    async fn memberships(&self, user: UserId) -> Result<Vec<(WorkspaceId, Role)>> {
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>> {
         let client = self.client().await?;
         let select = client
             .prepare_cached(
-                "SELECT member_workspace, member_role FROM leadmaps.memberships_of_user($1)",
+                "SELECT member_workspace, member_role, member_require_totp
+                 FROM leadmaps.memberships_of_user($1)",
             )
             .await
             .map_err(pg)?;
         let rows = client.query(&select, &[user.as_uuid()]).await.map_err(pg)?;
         rows.iter()
             .map(|row| {
-                Ok((
-                    WorkspaceId::from_uuid(row.try_get(0).map_err(pg)?),
-                    role_from(row.try_get(1).map_err(pg)?)?,
-                ))
+                Ok(Membership {
+                    workspace: WorkspaceId::from_uuid(row.try_get(0).map_err(pg)?),
+                    role: role_from(row.try_get(1).map_err(pg)?)?,
+                    require_totp: row.try_get(2).map_err(pg)?,
+                })
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl StaffStore for PostgresStore {
+    async fn create_staff(&self, staff: &StaffMember) -> Result<()> {
+        let client = self.client().await?;
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO leadmaps.staff_members (id, email, created_at) VALUES ($1, $2, $3)",
+            )
+            .await
+            .map_err(pg)?;
+        // A taken id or a taken address: one answer, naming neither.
+        client
+            .execute(
+                &insert,
+                &[staff.id.as_uuid(), &staff.email.as_str(), &staff.created_at],
+            )
+            .await
+            .map_err(|e| pg_conflict(e, "staff member exists"))?;
+        Ok(())
+    }
+
+    async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>> {
+        let row = self
+            .identity_row(
+                "SELECT id, email, created_at FROM leadmaps.staff_members WHERE email = $1",
+                &email.as_str(),
+            )
+            .await?;
+        row.as_ref().map(staff_from).transpose()
+    }
+
+    async fn staff(&self, id: StaffId) -> Result<Option<StaffMember>> {
+        let row = self
+            .identity_row(
+                "SELECT id, email, created_at FROM leadmaps.staff_members WHERE id = $1",
+                id.as_uuid(),
+            )
+            .await?;
+        row.as_ref().map(staff_from).transpose()
     }
 }
 

@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod identity;
 mod migrate;
+mod recovery;
 mod salts;
 mod sites;
 mod store;

@@ -7,6 +7,11 @@
 //! checksum of the file as embedded, applied_at). An applied migration whose checksum or name no
 //! longer matches, or one this build does not know, stops the run: the database is not what this
 //! build expects.
+//!
+//! Versions ascend but need not be contiguous: a version left out by one line of development (and
+//! taken by another) is a gap. A database is migrated by version number, and a known version that
+//! is missing below the highest applied one stops the run ([`MigrationError::OutOfOrder`]), so a
+//! gap filled later is refused on a database that went past it rather than applied out of order.
 
 use std::time::Duration;
 
@@ -20,7 +25,7 @@ use crate::error::{internal, pg};
 /// One embedded migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migration {
-    /// Its version, from 1, without gaps.
+    /// Its version: from 1, ascending, possibly with gaps (see the module documentation).
     pub version: u32,
     /// The name part of the file name.
     pub name: &'static str,
@@ -63,6 +68,7 @@ migrations!(
     (4, "auth"),
     (5, "identity"),
     (6, "step_up"),
+    (8, "auth_policy"),
 );
 
 /// The schema version this build needs.
@@ -402,14 +408,20 @@ mod tests {
             files, embedded,
             "every file under migrations/ is embedded, in order"
         );
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(
-                migration.version as usize,
-                index + 1,
-                "versions start at 1 without gaps"
+        assert!(MIGRATIONS[0].version >= 1, "versions start at 1");
+        for pair in MIGRATIONS.windows(2) {
+            assert!(
+                pair[0].version < pair[1].version,
+                "versions ascend (gaps allowed): V{} then V{}",
+                pair[0].version,
+                pair[1].version
             );
         }
-        assert_eq!(LATEST_VERSION as usize, MIGRATIONS.len());
+        assert_eq!(LATEST_VERSION, MIGRATIONS[MIGRATIONS.len() - 1].version);
+        assert!(
+            i32::try_from(LATEST_VERSION).is_ok(),
+            "the history stores versions as integer"
+        );
     }
 
     #[test]

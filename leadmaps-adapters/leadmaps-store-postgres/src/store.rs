@@ -12,7 +12,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, 
 use leadmaps_core::crypto::Purpose;
 use leadmaps_core::store::{
     Capabilities, KeyStore, MAX_SECRET_BLOB, SecretStore, Store, StoredSecret, Workspace,
-    WorkspaceStore, WrappedTenantKey, require_secret_read, validate_secret_name,
+    WorkspacePolicy, WorkspaceStore, WrappedTenantKey, require_secret_read, validate_secret_name,
     validate_workspace_name,
 };
 use leadmaps_core::tenancy::{Action, Denied, Region, Scope, WorkspaceId};
@@ -206,6 +206,9 @@ pub(crate) fn to_u32(value: i64) -> Result<u32> {
     u32::try_from(value).map_err(|_| internal("a stored number is out of range"))
 }
 
+/// The columns `workspace_from_row` reads.
+const WORKSPACE_COLUMNS: &str = "workspace_id, name, region, created_at, require_totp";
+
 fn workspace_from_row(row: &tokio_postgres::Row) -> Result<Workspace> {
     let region: String = row.try_get("region").map_err(pg)?;
     Ok(Workspace {
@@ -215,6 +218,9 @@ fn workspace_from_row(row: &tokio_postgres::Row) -> Result<Workspace> {
             .parse()
             .map_err(|_| internal("a stored region is unknown"))?,
         created_at: row.try_get("created_at").map_err(pg)?,
+        policy: WorkspacePolicy {
+            require_totp: row.try_get("require_totp").map_err(pg)?,
+        },
     })
 }
 
@@ -232,10 +238,10 @@ impl WorkspaceStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.workspace(), false).await?;
         let insert = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "INSERT INTO leadmaps.workspaces (workspace_id, name, region, created_at) VALUES ($1, $2, $3, $4)
-                 RETURNING workspace_id, name, region, created_at",
-            )
+                 RETURNING {WORKSPACE_COLUMNS}"
+            ))
             .await
             .map_err(pg)?;
         let row = tx
@@ -251,7 +257,17 @@ impl WorkspaceStore for PostgresStore {
     }
 
     async fn workspace(&self, scope: &Scope) -> Result<Workspace> {
-        let row = self.scoped_read(scope, "SELECT workspace_id, name, region, created_at FROM leadmaps.workspaces WHERE workspace_id = $1", &[&id(scope.workspace())]).await?.into_iter().next();
+        let row = self
+            .scoped_read(
+                scope,
+                &format!(
+                    "SELECT {WORKSPACE_COLUMNS} FROM leadmaps.workspaces WHERE workspace_id = $1"
+                ),
+                &[&id(scope.workspace())],
+            )
+            .await?
+            .into_iter()
+            .next();
         workspace_from_row(&row.ok_or(Error::NotFound)?)
     }
 
@@ -261,14 +277,38 @@ impl WorkspaceStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.workspace(), false).await?;
         let update = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "UPDATE leadmaps.workspaces SET name = $2 WHERE workspace_id = $1
-                 RETURNING workspace_id, name, region, created_at",
-            )
+                 RETURNING {WORKSPACE_COLUMNS}"
+            ))
             .await
             .map_err(pg)?;
         let row = tx
             .query_opt(&update, &[&id(scope.workspace()), &name])
+            .await
+            .map_err(pg)?;
+        let workspace = workspace_from_row(&row.ok_or(Error::NotFound)?)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(workspace)
+    }
+
+    async fn set_workspace_policy(
+        &self,
+        scope: &Scope,
+        policy: &WorkspacePolicy,
+    ) -> Result<Workspace> {
+        scope.require(Action::WorkspaceUpdate)?;
+        let mut client = self.client().await?;
+        let tx = scoped(&mut client, scope.workspace(), false).await?;
+        let update = tx
+            .prepare_cached(&format!(
+                "UPDATE leadmaps.workspaces SET require_totp = $2 WHERE workspace_id = $1
+                 RETURNING {WORKSPACE_COLUMNS}"
+            ))
+            .await
+            .map_err(pg)?;
+        let row = tx
+            .query_opt(&update, &[&id(scope.workspace()), &policy.require_totp])
             .await
             .map_err(pg)?;
         let workspace = workspace_from_row(&row.ok_or(Error::NotFound)?)?;

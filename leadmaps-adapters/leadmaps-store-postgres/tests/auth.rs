@@ -1,16 +1,17 @@
-//! The authentication stores (TOTP factors, magic links, sessions, step-up grants) against real
-//! PostgreSQL: the
-//! conformance checks, each on a fresh database, plus races across pooled connections and the app
-//! role's privileges on the identity tables.
+//! The authentication stores (TOTP factors, magic links, sessions, step-up grants, recovery codes)
+//! against real PostgreSQL: the conformance checks, each on a fresh database, plus races across
+//! pooled connections and the app role's privileges on the identity tables.
 
 mod common;
 
 use std::sync::Arc;
 
 use leadmaps_core::auth::AuthStore;
-use leadmaps_core::auth::session::{MagicLink, Realm, SessionStore};
+use leadmaps_core::auth::recovery::RecoveryStore;
+use leadmaps_core::auth::session::{MagicLink, Realm, SessionRecord, SessionStore};
 use leadmaps_core::auth::staff::{SensitiveAction, StepUpStore};
 use leadmaps_core::auth::tokens::TokenDigest;
+use leadmaps_core::auth::tokens::recovery::RecoveryHash;
 use leadmaps_core::auth::totp::{Subject, TotpFactor, TotpStore};
 use leadmaps_core::mail::Address;
 use leadmaps_core::tenancy::{StaffId, UserId};
@@ -48,6 +49,7 @@ async fn races_across_connections_have_one_winner() {
                     last_step: Some(10),
                     failures: 4,
                     locked_until: None,
+                    confirmed: true,
                 })
                 .await
                 .unwrap();
@@ -251,6 +253,108 @@ async fn step_up_grants_are_taken_once_across_connections() {
         .await;
 }
 
+/// Many tasks on many connections: a recovery code is used once, replacements of one set do not
+/// collide and leave one whole set, and every wrong challenge code is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovery_codes_and_challenge_tries_hold_across_connections() {
+    let server = server_or_skip!();
+    server
+        .with_db(|db| async move {
+            let store = Arc::new(
+                PostgresStore::connect(&db.store_config().with_pool_size(16))
+                    .await
+                    .unwrap(),
+            );
+            let user = Subject::User(UserId::new());
+            let set = |seed: u8| -> Vec<RecoveryHash> {
+                (0..10u8)
+                    .map(|i| RecoveryHash {
+                        salt: [seed ^ i; 16],
+                        hash: [seed.wrapping_add(i); 32],
+                    })
+                    .collect()
+            };
+            // Replacements racing each other: all succeed, and one whole set is left.
+            let tasks: Vec<_> = (0..12u8)
+                .map(|seed| {
+                    let (store, codes) = (store.clone(), set(seed));
+                    tokio::spawn(async move { store.put_recovery_codes(user, &codes).await })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+            let stored = store.recovery_codes(user).await.unwrap();
+            let slots: Vec<u32> = stored.iter().map(|(slot, _)| *slot).collect();
+            assert_eq!(slots, (0..10).collect::<Vec<u32>>());
+            let winner = (0..12u8)
+                .map(set)
+                .find(|codes| codes[0] == stored[0].1)
+                .expect("one of the sets");
+            for (slot, hash) in &stored {
+                assert_eq!(hash, &winner[*slot as usize], "one set, not a mix");
+            }
+            // Every slot raced by many users: each is used once.
+            for slot in [0, 4, 9] {
+                let tasks: Vec<_> = (0..32)
+                    .map(|_| {
+                        let store = store.clone();
+                        tokio::spawn(async move { store.use_recovery_code(user, slot).await })
+                    })
+                    .collect();
+                let mut used = 0;
+                for task in tasks {
+                    used += usize::from(task.await.unwrap().unwrap());
+                }
+                assert_eq!(used, 1, "slot {slot}");
+            }
+            assert_eq!(store.recovery_codes(user).await.unwrap().len(), 7);
+            assert!(!store.use_recovery_code(user, u32::MAX).await.unwrap());
+            // Replaced by an empty set: nothing left.
+            store.put_recovery_codes(user, &[]).await.unwrap();
+            assert_eq!(store.recovery_codes(user).await.unwrap(), []);
+
+            let now = datetime!(2026-02-15 12:00 UTC);
+            store
+                .insert_session(&SessionRecord {
+                    selector: "challenge".into(),
+                    digest: TokenDigest {
+                        key_id: 1,
+                        mac: [7; 32],
+                    },
+                    subject: user,
+                    second_factor: false,
+                    created_at: now,
+                    last_seen_at: now,
+                })
+                .await
+                .unwrap();
+            let tasks: Vec<_> = (0..40)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.record_challenge_failure("challenge").await })
+                })
+                .collect();
+            let mut counts = Vec::new();
+            for task in tasks {
+                counts.push(task.await.unwrap().unwrap());
+            }
+            counts.sort_unstable();
+            assert_eq!(counts, (1..=40).collect::<Vec<u32>>());
+            // The count is kept with the session and read by nothing else: a touch keeps it.
+            store
+                .touch_session("challenge", now + Duration::minutes(1))
+                .await
+                .unwrap();
+            assert_eq!(
+                store.record_challenge_failure("challenge").await.unwrap(),
+                41
+            );
+            store.close();
+        })
+        .await;
+}
+
 /// What the app role may do to the identity tables: what the methods need, nothing more.
 #[tokio::test]
 async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
@@ -271,7 +375,8 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
                             EXISTS (SELECT FROM aclexplode(c.relacl) x WHERE x.grantee = 0)
                      FROM pg_class c
                      WHERE c.relnamespace = 'leadmaps'::regnamespace
-                       AND c.relname IN ('totp_factors', 'magic_links', 'sessions', 'step_up_grants')
+                       AND c.relname IN ('totp_factors', 'magic_links', 'sessions', 'step_up_grants',
+                                         'recovery_codes')
                      ORDER BY 1",
                     &[&DEFAULT_APP_ROLE],
                 )
@@ -288,6 +393,13 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
                 [
                     (
                         "magic_links".to_owned(),
+                        false,
+                        owner.clone(),
+                        privileges(&["DELETE", "INSERT", "SELECT"]),
+                        false
+                    ),
+                    (
+                        "recovery_codes".to_owned(),
                         false,
                         owner.clone(),
                         privileges(&["DELETE", "INSERT", "SELECT"]),
@@ -320,7 +432,8 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
                 .query(
                     "SELECT table_name || '.' || column_name FROM information_schema.column_privileges
                      WHERE grantee = $1 AND privilege_type = 'UPDATE'
-                       AND table_name IN ('totp_factors', 'magic_links', 'sessions', 'step_up_grants')
+                       AND table_name IN ('totp_factors', 'magic_links', 'sessions', 'step_up_grants',
+                                          'recovery_codes')
                      ORDER BY 1",
                     &[&DEFAULT_APP_ROLE],
                 )
@@ -332,7 +445,9 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
             assert_eq!(
                 columns,
                 [
+                    "sessions.challenge_failures",
                     "sessions.last_seen_at",
+                    "totp_factors.confirmed",
                     "totp_factors.failures",
                     "totp_factors.last_step",
                     "totp_factors.locked_until",
@@ -346,6 +461,10 @@ async fn the_app_role_holds_only_the_privileges_the_auth_methods_need() {
                 "TRUNCATE leadmaps.magic_links",
                 "TRUNCATE leadmaps.totp_factors",
                 "TRUNCATE leadmaps.step_up_grants",
+                "TRUNCATE leadmaps.recovery_codes",
+                "UPDATE leadmaps.recovery_codes SET slot = slot",
+                "UPDATE leadmaps.recovery_codes SET hash = hash",
+                "UPDATE leadmaps.sessions SET second_factor = true",
                 "DELETE FROM leadmaps.totp_factors",
                 "UPDATE leadmaps.sessions SET subject_id = subject_id",
                 "UPDATE leadmaps.magic_links SET expires_at = expires_at",

@@ -1,4 +1,4 @@
-//! Users, memberships and API keys against real PostgreSQL: the identity conformance checks, each
+//! Users, memberships, staff members and API keys against real PostgreSQL: the identity conformance checks, each
 //! on a fresh database; API keys end to end through the vault; concurrent touches; what the app
 //! role meets in raw SQL; and errors that name no value.
 
@@ -9,13 +9,14 @@ use std::sync::Arc;
 use leadmaps_core::ErrorKind;
 use leadmaps_core::auth::IdentityStore;
 use leadmaps_core::auth::keys::{ApiKeyRecord, ApiKeyStore, ApiKeys};
+use leadmaps_core::auth::staff::{StaffMember, StaffStore};
 use leadmaps_core::auth::tokens::{TokenDigest, TokenHasher};
 use leadmaps_core::auth::users::{User, UserStore};
 use leadmaps_core::clock::Clock;
 use leadmaps_core::crypto::{Kek, KeyRing, Vault};
 use leadmaps_core::mail::Address;
 use leadmaps_core::tenancy::{
-    Action, ApiKeyId, Principal, Role, Scope, SystemTask, UserId, WorkspaceId,
+    Action, ApiKeyId, Membership, Principal, Role, Scope, StaffId, SystemTask, UserId, WorkspaceId,
 };
 use leadmaps_store_postgres::{DEFAULT_APP_ROLE, OWNER_ROLE, PostgresStore};
 use time::Duration;
@@ -35,6 +36,15 @@ fn manage(t: &Tenants, ws: WorkspaceId) -> Scope {
             Action::MemberManage,
         )
         .unwrap()
+}
+
+/// A membership of a workspace without a TOTP policy (here: one without a workspace row).
+fn membership(workspace: WorkspaceId, role: Role) -> Membership {
+    Membership {
+        workspace,
+        role,
+        require_totp: false,
+    }
 }
 
 fn key_record(ws: WorkspaceId, name: &str, actions: &[Action]) -> ApiKeyRecord {
@@ -343,8 +353,9 @@ async fn users_and_memberships_keep_to_their_own() {
                 .set_membership(&manage(&t, b), alice.id, Role::Editor)
                 .await
                 .unwrap();
-            let mut want = vec![(a, Role::Admin), (b, Role::Editor)];
-            want.sort();
+            // None of these workspaces has a row: their memberships carry no policy.
+            let mut want = vec![membership(a, Role::Admin), membership(b, Role::Editor)];
+            want.sort_by_key(|m| m.workspace);
             assert_eq!(
                 store.memberships(alice.id).await.unwrap(),
                 want,
@@ -352,7 +363,7 @@ async fn users_and_memberships_keep_to_their_own() {
             );
             assert_eq!(
                 store.memberships(bob.id).await.unwrap(),
-                [(b, Role::Editor)]
+                [membership(b, Role::Editor)]
             );
             let error = store
                 .set_membership(&manage(&t, c), UserId::new(), Role::Viewer)
@@ -370,7 +381,7 @@ async fn users_and_memberships_keep_to_their_own() {
             );
             assert_eq!(
                 store.memberships(bob.id).await.unwrap(),
-                [(b, Role::Editor)]
+                [membership(b, Role::Editor)]
             );
             store.close();
         })
@@ -408,9 +419,25 @@ async fn the_app_role_reaches_identity_rows_only_as_the_methods_do() {
             );
             store.insert_api_key(&manage(&t, a), &ka).await.unwrap();
             store.insert_api_key(&manage(&t, b), &kb).await.unwrap();
+            store
+                .create_staff(&StaffMember {
+                    id: StaffId::new(),
+                    email: Address::parse("ops@example.com").unwrap(),
+                    created_at: NOW,
+                })
+                .await
+                .unwrap();
             store.close();
 
             let su = db.superuser().await;
+            // A's workspace row requires TOTP; B has no workspace row at all.
+            su.execute(
+                "INSERT INTO leadmaps.workspaces (workspace_id, name, region, created_at, require_totp)
+                 VALUES ($1, 'A', 'eu', now(), true)",
+                &[a.as_uuid()],
+            )
+            .await
+            .unwrap();
             let rows = su
                 .query(
                     "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity,
@@ -421,7 +448,7 @@ async fn the_app_role_reaches_identity_rows_only_as_the_methods_do() {
                             EXISTS (SELECT FROM aclexplode(c.relacl) x WHERE x.grantee = 0)
                      FROM pg_class c
                      WHERE c.relnamespace = 'leadmaps'::regnamespace
-                       AND c.relname IN ('users', 'memberships', 'api_keys')
+                       AND c.relname IN ('users', 'memberships', 'api_keys', 'staff_members')
                      ORDER BY 1",
                     &[&DEFAULT_APP_ROLE],
                 )
@@ -443,13 +470,18 @@ async fn the_app_role_reaches_identity_rows_only_as_the_methods_do() {
             };
             assert_eq!(
                 found,
-                [row("api_keys", true), row("memberships", true), row("users", false)]
+                [
+                    row("api_keys", true),
+                    row("memberships", true),
+                    row("staff_members", false),
+                    row("users", false)
+                ]
             );
             let columns: Vec<String> = su
                 .query(
                     "SELECT table_name || '.' || column_name FROM information_schema.column_privileges
                      WHERE grantee = $1 AND privilege_type = 'UPDATE'
-                       AND table_name IN ('users', 'memberships', 'api_keys')
+                       AND table_name IN ('users', 'memberships', 'api_keys', 'staff_members')
                      ORDER BY 1",
                     &[&DEFAULT_APP_ROLE],
                 )
@@ -466,19 +498,35 @@ async fn the_app_role_reaches_identity_rows_only_as_the_methods_do() {
                 async move { app.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
             };
             assert_eq!(count("SELECT count(*) FROM leadmaps.users").await, 2);
+            assert_eq!(count("SELECT count(*) FROM leadmaps.staff_members").await, 1);
+            assert_eq!(count("SELECT count(*) FROM leadmaps.workspaces").await, 0, "unscoped");
             assert_eq!(count("SELECT count(*) FROM leadmaps.memberships").await, 0, "unscoped");
             assert_eq!(count("SELECT count(*) FROM leadmaps.api_keys").await, 0, "unscoped");
-            let via_lookup: Vec<(Uuid, String)> = app
-                .query(
-                    "SELECT member_workspace, member_role FROM leadmaps.memberships_of_user($1)",
-                    &[alice.id.as_uuid()],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            assert_eq!(via_lookup, [(*a.as_uuid(), "admin".to_owned())], "one user's only");
+            let via_lookup = |user: UserId| {
+                let app = &app;
+                async move {
+                    app.query(
+                        "SELECT member_workspace, member_role, member_require_totp
+                         FROM leadmaps.memberships_of_user($1)",
+                        &[user.as_uuid()],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect::<Vec<(Uuid, String, bool)>>()
+                }
+            };
+            assert_eq!(
+                via_lookup(alice.id).await,
+                [(*a.as_uuid(), "admin".to_owned(), true)],
+                "one user's only, with the workspace's policy"
+            );
+            assert_eq!(
+                via_lookup(bob.id).await,
+                [(*b.as_uuid(), "viewer".to_owned(), false)],
+                "no workspace row: no policy"
+            );
             let keys: Vec<Uuid> = app
                 .query("SELECT key_id FROM leadmaps.api_key_for_auth($1)", &[kb.id.as_uuid()])
                 .await
@@ -523,6 +571,9 @@ async fn the_app_role_reaches_identity_rows_only_as_the_methods_do() {
                 "TRUNCATE leadmaps.users",
                 "TRUNCATE leadmaps.memberships",
                 "TRUNCATE leadmaps.api_keys",
+                "TRUNCATE leadmaps.staff_members",
+                "DELETE FROM leadmaps.staff_members",
+                "UPDATE leadmaps.staff_members SET email = email",
                 "DELETE FROM leadmaps.users",
                 "DELETE FROM leadmaps.memberships",
                 "DELETE FROM leadmaps.api_keys",

@@ -5,7 +5,13 @@ mod common;
 use std::collections::BTreeMap;
 
 use leadmaps_core::ErrorKind;
-use leadmaps_store_postgres::{LATEST_VERSION, MIGRATIONS, MigrationError, PostgresStore, migrate};
+use leadmaps_core::auth::session::SessionStore;
+use leadmaps_core::auth::totp::{Subject, TotpStore};
+use leadmaps_core::auth::users::UserStore;
+use leadmaps_core::tenancy::{Membership, Role, StaffId, UserId, WorkspaceId};
+use leadmaps_store_postgres::{
+    LATEST_VERSION, MIGRATIONS, MigrationError, PostgresStore, migrate, migrate_to,
+};
 
 fn migration_error(error: &leadmaps_core::Error) -> MigrationError {
     std::error::Error::source(error)
@@ -113,6 +119,95 @@ async fn two_databases_creating_the_same_new_roles_at_once_both_succeed() {
         .unwrap();
     one.unwrap();
     two.unwrap();
+}
+
+/// An upgrade from V6 applies every newer version, across any gap in the numbering, and keeps
+/// what was there: a factor stored before V8 stays a second factor (there was no pending state),
+/// a workspace starts without a TOTP policy and a session without challenge tries, and the
+/// memberships lookup answers the policy. A factor stored without saying is pending.
+#[tokio::test]
+async fn an_upgrade_from_v6_keeps_what_was_there() {
+    let server = server_or_skip!();
+    server
+        .with_db(|db| async move {
+            let config = db.store_config();
+            assert_eq!(migrate_to(&config, 6).await.unwrap().version, 6);
+            let (workspace, user) = (WorkspaceId::new(), UserId::new());
+            let su = db.superuser().await;
+            su.execute(
+                "INSERT INTO leadmaps.workspaces (workspace_id, name, region, created_at)
+                 VALUES ($1, 'old', 'eu', now())",
+                &[workspace.as_uuid()],
+            )
+            .await
+            .unwrap();
+            su.execute(
+                "INSERT INTO leadmaps.users (id, email, created_at) VALUES ($1, 'old@example.com', now())",
+                &[user.as_uuid()],
+            )
+            .await
+            .unwrap();
+            su.execute(
+                "INSERT INTO leadmaps.memberships (workspace_id, user_id, role) VALUES ($1, $2, 'admin')",
+                &[workspace.as_uuid(), user.as_uuid()],
+            )
+            .await
+            .unwrap();
+            su.execute(
+                "INSERT INTO leadmaps.totp_factors (subject_kind, subject_id, sealed_seed, last_step)
+                 VALUES ('user', $1, '\\x01', 7)",
+                &[user.as_uuid()],
+            )
+            .await
+            .unwrap();
+            su.execute(
+                "INSERT INTO leadmaps.sessions (selector, digest_key_id, digest_mac, subject_kind,
+                     subject_id, second_factor, created_at, last_seen_at)
+                 VALUES ('old-session', 1, decode(repeat('00', 32), 'hex'), 'user', $1, true, now(), now())",
+                &[user.as_uuid()],
+            )
+            .await
+            .unwrap();
+
+            let report = migrate(&config).await.unwrap();
+            let newer: Vec<_> = MIGRATIONS
+                .iter()
+                .filter(|m| m.version > 6)
+                .map(|m| (m.version, m.name))
+                .collect();
+            assert_eq!(report.applied, newer);
+            assert_eq!(report.version, LATEST_VERSION);
+            assert_eq!(history(&db).await, every_version_once());
+
+            let store = PostgresStore::connect(&config).await.unwrap();
+            assert_eq!(
+                store.memberships(user).await.unwrap(),
+                [Membership {
+                    workspace,
+                    role: Role::Admin,
+                    require_totp: false
+                }]
+            );
+            let factor = store.totp(Subject::User(user)).await.unwrap().unwrap();
+            assert!(factor.confirmed, "a factor in use before V8 stays one");
+            assert_eq!(factor.last_step, Some(7));
+            assert_eq!(
+                store.record_challenge_failure("old-session").await.unwrap(),
+                1
+            );
+            let staff = StaffId::new();
+            su.execute(
+                "INSERT INTO leadmaps.totp_factors (subject_kind, subject_id, sealed_seed)
+                 VALUES ('staff', $1, '\\x01')",
+                &[staff.as_uuid()],
+            )
+            .await
+            .unwrap();
+            let pending = store.totp(Subject::Staff(staff)).await.unwrap().unwrap();
+            assert!(!pending.confirmed, "new factors default to pending");
+            store.close();
+        })
+        .await;
 }
 
 #[tokio::test]

@@ -459,9 +459,10 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                     "tenant_keys.workspace_id",
                     "workspaces.blocked_ips",
                     "workspaces.region",
+                    "workspaces.require_totp",
                     "workspaces.workspace_id"
                 ],
-                "the lookup role reads ids, days, regions, ranges and roles: never a blob or a name"
+                "the lookup role reads ids, days, regions, ranges, roles and the TOTP policy: never a blob or a name"
             );
             // The one exception: authenticating a key returns its whole record (the trait's
             // answer), so api_key_for_auth reads every column of that one row.

@@ -1,27 +1,30 @@
-//! [`TotpStore`], [`SessionStore`] and [`StepUpStore`] on the `totp_factors`, `magic_links`,
-//! `sessions` and `step_up_grants` tables: the instance-wide authentication realm, used before
-//! any scope exists.
+//! [`TotpStore`], [`SessionStore`], [`RecoveryStore`] and [`StepUpStore`] on the
+//! `totp_factors`, `magic_links`, `sessions`, `recovery_codes` and `step_up_grants` tables: the
+//! instance-wide authentication realm, used before any scope exists.
 //!
 //! Every consuming operation is one statement, so it is atomic in SQLite whatever else runs on
 //! the file: a TOTP step is claimed by one conditional UPDATE (a changed row is a win), a link is
-//! taken by one `DELETE ... RETURNING`, a step-up grant by one DELETE of at most one row, and
+//! taken by one `DELETE ... RETURNING`, a challenge try is counted by one `UPDATE ... RETURNING`,
+//! a recovery code and a step-up grant are each used by one DELETE of at most one row, and
 //! last-seen times only move forward.
 
 use async_trait::async_trait;
+use leadmaps_core::auth::recovery::RecoveryStore;
 use leadmaps_core::auth::session::{MagicLink, Realm, SessionRecord, SessionStore};
 use leadmaps_core::auth::staff::{SensitiveAction, StepUpStore};
 use leadmaps_core::auth::tokens::TokenDigest;
+use leadmaps_core::auth::tokens::recovery::RecoveryHash;
 use leadmaps_core::auth::totp::{Subject, TotpFactor, TotpStore};
 use leadmaps_core::mail::Address;
 use leadmaps_core::tenancy::{StaffId, UserId};
 use leadmaps_core::{Error, Result};
 use rusqlite::types::Type;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::SqliteStore;
-use crate::codec::{bound_nanos, corrupt, get_time, unix_nanos};
+use crate::codec::{bound_nanos, corrupt, get_flag, get_time, unix_nanos};
 use crate::error::{classify, db};
 use crate::sql;
 
@@ -109,6 +112,7 @@ fn read_factor(subject: Subject, row: &Row<'_>) -> rusqlite::Result<TotpFactor> 
         last_step,
         failures: row.get(2)?,
         locked_until: get_opt_time(row, 3)?,
+        confirmed: get_flag(row, 4)?,
     })
 }
 
@@ -142,11 +146,20 @@ impl TotpStore for SqliteStore {
         let last_step = factor.last_step.map(step_value).transpose()?;
         let locked_until = opt_nanos(factor.locked_until)?;
         let (seed, failures) = (factor.sealed_seed.clone(), factor.failures);
+        let confirmed = i64::from(factor.confirmed);
         self.conn
             .run(move |conn| {
                 let mut upsert = conn.prepare_cached(sql::UPSERT_TOTP).map_err(db)?;
                 upsert
-                    .execute(params![kind, id, seed, last_step, failures, locked_until])
+                    .execute(params![
+                        kind,
+                        id,
+                        seed,
+                        last_step,
+                        failures,
+                        locked_until,
+                        confirmed
+                    ])
                     .map_err(db)?;
                 Ok(())
             })
@@ -345,6 +358,88 @@ impl SessionStore for SqliteStore {
                     .prepare_cached(sql::DELETE_SUBJECT_SESSIONS)
                     .map_err(db)?;
                 Ok(delete.execute(params![kind, id]).map_err(db)? as u64)
+            })
+            .await
+    }
+
+    async fn record_challenge_failure(&self, selector: &str) -> Result<u32> {
+        let selector = selector.to_owned();
+        self.conn
+            .run(move |conn| {
+                let mut record = conn
+                    .prepare_cached(sql::RECORD_CHALLENGE_FAILURE)
+                    .map_err(db)?;
+                record
+                    .query_row([selector], |row| row.get(0))
+                    .optional()
+                    .map_err(db)?
+                    .ok_or(Error::NotFound)
+            })
+            .await
+    }
+}
+
+/// Reads a recovery code's slot, salt and hash columns.
+fn read_recovery_code(row: &Row<'_>) -> rusqlite::Result<(u32, RecoveryHash)> {
+    Ok((
+        row.get(0)?,
+        RecoveryHash {
+            salt: row.get(1)?,
+            hash: row.get(2)?,
+        },
+    ))
+}
+
+#[async_trait]
+impl RecoveryStore for SqliteStore {
+    async fn put_recovery_codes(&self, subject: Subject, codes: &[RecoveryHash]) -> Result<()> {
+        let (kind, id) = subject_key(subject);
+        let codes = codes.to_vec();
+        u32::try_from(codes.len()).map_err(|_| Error::invalid("too many recovery codes"))?;
+        self.conn
+            .run(move |conn| {
+                // The old set goes and the new one comes in one transaction: never both, never
+                // neither.
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db)?;
+                {
+                    let mut delete = tx.prepare_cached(sql::DELETE_RECOVERY_CODES).map_err(db)?;
+                    delete.execute(params![kind, id]).map_err(db)?;
+                    let mut insert = tx.prepare_cached(sql::INSERT_RECOVERY_CODE).map_err(db)?;
+                    for (slot, code) in (0u32..).zip(&codes) {
+                        insert
+                            .execute(params![kind, id, slot, code.salt, code.hash])
+                            .map_err(db)?;
+                    }
+                }
+                tx.commit().map_err(db)
+            })
+            .await
+    }
+
+    async fn recovery_codes(&self, subject: Subject) -> Result<Vec<(u32, RecoveryHash)>> {
+        let (kind, id) = subject_key(subject);
+        self.conn
+            .run(move |conn| {
+                let mut select = conn
+                    .prepare_cached(sql::SELECT_RECOVERY_CODES)
+                    .map_err(db)?;
+                select
+                    .query_map(params![kind, id], read_recovery_code)
+                    .map_err(db)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(db)
+            })
+            .await
+    }
+
+    async fn use_recovery_code(&self, subject: Subject, slot: u32) -> Result<bool> {
+        let (kind, id) = subject_key(subject);
+        self.conn
+            .run(move |conn| {
+                let mut used = conn.prepare_cached(sql::USE_RECOVERY_CODE).map_err(db)?;
+                Ok(used.execute(params![kind, id, slot]).map_err(db)? == 1)
             })
             .await
     }

@@ -68,6 +68,15 @@ pub(crate) fn get_region(row: &Row<'_>, column: usize) -> rusqlite::Result<Regio
         .ok_or_else(|| corrupt(column, Type::Text, "region"))
 }
 
+/// Reads a 0-or-1 flag column.
+pub(crate) fn get_flag(row: &Row<'_>, column: usize) -> rusqlite::Result<bool> {
+    match row.get::<_, i64>(column)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(corrupt(column, Type::Integer, "flag")),
+    }
+}
+
 /// Reads a purpose column.
 pub(crate) fn get_purpose(row: &Row<'_>, column: usize) -> rusqlite::Result<Purpose> {
     let name: String = row.get(column)?;
@@ -222,6 +231,17 @@ mod tests {
             conn.query_row("SELECT 'us'", [], |row| get_region(row, 0))
                 .unwrap(),
             Region::Us
+        );
+        for (value, flag) in [(0, false), (1, true)] {
+            assert_eq!(
+                conn.query_row("SELECT ?1", [value], |row| get_flag(row, 0))
+                    .unwrap(),
+                flag
+            );
+        }
+        assert!(
+            conn.query_row("SELECT 2", [], |row| get_flag(row, 0))
+                .is_err()
         );
     }
 }

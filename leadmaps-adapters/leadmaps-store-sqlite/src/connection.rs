@@ -20,7 +20,7 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many prepared statements the connection keeps: more than the store has, so the ingest
 /// statements are never evicted and re-prepared.
-pub(crate) const STATEMENT_CACHE: usize = 64;
+pub(crate) const STATEMENT_CACHE: usize = 96;
 
 /// WAL frames (pages) not yet copied into the database file at which a commit wakes the
 /// background checkpointer: 16 MiB of 4 KiB pages. Fewer, larger checkpoints copy a page that
@@ -53,6 +53,10 @@ impl Shared {
         create_owner_only(path)?;
         let mut conn = configure(open_file(path)?)?;
         migrate(&mut conn)?;
+        // Start with an empty WAL: the migrations' frames are copied into the database now, so
+        // the checkpointer's thresholds count only the store's own commits.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(db)?;
         let checkpoints = Checkpoints::start(path, &mut conn, start, limit)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

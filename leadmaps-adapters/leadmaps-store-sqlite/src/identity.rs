@@ -1,16 +1,20 @@
-//! [`UserStore`] and [`ApiKeyStore`] on the `users`, `memberships` and `api_keys` tables.
+//! [`UserStore`], [`StaffStore`] and [`ApiKeyStore`] on the `users`, `memberships`, `staff` and
+//! `api_keys` tables.
 //!
-//! Users are instance-wide. Memberships and API keys belong to a workspace: setting a membership
-//! and listing, adding or revoking keys need the member-management action and filter on the
-//! scope's workspace, like every scoped statement. Authentication finds a key by its id, and a
-//! user's memberships by the user, before any scope exists.
+//! Users and staff are instance-wide, separate identities (one address may be both). Memberships
+//! and API keys belong to a workspace: setting a membership and listing, adding or revoking keys
+//! need the member-management action and filter on the scope's workspace, like every scoped
+//! statement. Authentication finds a key by its id, and a user's memberships by the user, before
+//! any scope exists; each membership carries its workspace's TOTP policy, the one column of
+//! `workspaces` read without a scope.
 
 use async_trait::async_trait;
 use leadmaps_core::Result;
 use leadmaps_core::auth::keys::{ApiKeyRecord, ApiKeyStore};
+use leadmaps_core::auth::staff::{StaffMember, StaffStore};
 use leadmaps_core::auth::users::{User, UserStore};
 use leadmaps_core::mail::Address;
-use leadmaps_core::tenancy::{Action, ApiKeyId, Denied, Role, Scope, UserId, WorkspaceId};
+use leadmaps_core::tenancy::{Action, ApiKeyId, Denied, Membership, Role, Scope, StaffId, UserId};
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, params};
 use time::OffsetDateTime;
@@ -18,7 +22,7 @@ use uuid::Uuid;
 
 use crate::SqliteStore;
 use crate::auth::{get_address, get_digest, get_opt_time, opt_nanos};
-use crate::codec::{corrupt, get_id, get_time, id_bytes, unix_nanos};
+use crate::codec::{corrupt, get_flag, get_id, get_time, id_bytes, unix_nanos};
 use crate::error::{classify, db};
 use crate::sql;
 
@@ -69,6 +73,22 @@ fn read_user(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
+fn read_membership(row: &Row<'_>) -> rusqlite::Result<Membership> {
+    Ok(Membership {
+        workspace: get_id(row, 0)?,
+        role: get_role(row, 1)?,
+        require_totp: get_flag(row, 2)?,
+    })
+}
+
+fn read_staff(row: &Row<'_>) -> rusqlite::Result<StaffMember> {
+    Ok(StaffMember {
+        id: StaffId::from_uuid(Uuid::from_bytes(row.get(0)?)),
+        email: get_address(row, 1)?,
+        created_at: get_time(row, 2)?,
+    })
+}
+
 fn read_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
         id: ApiKeyId::from_uuid(Uuid::from_bytes(row.get(0)?)),
@@ -99,6 +119,16 @@ impl UserStore for SqliteStore {
             .await
     }
 
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        let id = uuid_bytes(id.as_uuid());
+        self.conn
+            .run(move |conn| {
+                let mut select = conn.prepare_cached(sql::SELECT_USER).map_err(db)?;
+                select.query_row([id], read_user).optional().map_err(db)
+            })
+            .await
+    }
+
     async fn user_by_email(&self, email: &Address) -> Result<Option<User>> {
         let email = email.as_str().to_owned();
         self.conn
@@ -124,16 +154,58 @@ impl UserStore for SqliteStore {
             .await
     }
 
-    async fn memberships(&self, user: UserId) -> Result<Vec<(WorkspaceId, Role)>> {
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>> {
         let user = uuid_bytes(user.as_uuid());
         self.conn
             .run(move |conn| {
                 let mut select = conn.prepare_cached(sql::SELECT_MEMBERSHIPS).map_err(db)?;
                 select
-                    .query_map([user], |row| Ok((get_id(row, 0)?, get_role(row, 1)?)))
+                    .query_map([user], read_membership)
                     .map_err(db)?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(db)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl StaffStore for SqliteStore {
+    async fn create_staff(&self, staff: &StaffMember) -> Result<()> {
+        let id = uuid_bytes(staff.id.as_uuid());
+        let (email, created_at) = (
+            staff.email.as_str().to_owned(),
+            unix_nanos(staff.created_at)?,
+        );
+        self.conn
+            .run(move |conn| {
+                let mut insert = conn.prepare_cached(sql::INSERT_STAFF).map_err(db)?;
+                insert
+                    .execute(params![id, email, created_at])
+                    .map_err(|e| classify(e, "staff member exists"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn staff(&self, id: StaffId) -> Result<Option<StaffMember>> {
+        let id = uuid_bytes(id.as_uuid());
+        self.conn
+            .run(move |conn| {
+                let mut select = conn.prepare_cached(sql::SELECT_STAFF).map_err(db)?;
+                select.query_row([id], read_staff).optional().map_err(db)
+            })
+            .await
+    }
+
+    async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>> {
+        let email = email.as_str().to_owned();
+        self.conn
+            .run(move |conn| {
+                let mut select = conn
+                    .prepare_cached(sql::SELECT_STAFF_BY_EMAIL)
+                    .map_err(db)?;
+                select.query_row([email], read_staff).optional().map_err(db)
             })
             .await
     }

@@ -15,6 +15,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_ingest.sql"),
     include_str!("../migrations/0003_auth.sql"),
+    include_str!("../migrations/0004_auth_policy.sql"),
 ];
 
 /// The schema version this code writes and reads: the number of migrations.
@@ -130,6 +131,8 @@ mod tests {
             "sessions",
             "step_up_grants",
             "users",
+            "recovery_codes",
+            "staff",
         ];
         const KEYED_BY_INDEX: &[&str] = &["sites", "api_keys"];
         let conn = fresh();
@@ -199,5 +202,45 @@ mod tests {
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .unwrap();
         assert_eq!(events, 0);
+    }
+
+    /// Version 4 adds policy, confirmation and try-count columns to rows that exist: workspaces
+    /// keep no TOTP requirement, sessions start with no tries, and a TOTP factor that already
+    /// accepted a code stays a second factor while one that never did is pending.
+    #[test]
+    fn a_version_3_database_keeps_its_factors_in_use() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO workspaces (workspace_id, name, region, created_at) \
+             VALUES (zeroblob(16), 'Old', 'eu', 0); \
+             INSERT INTO totp_factors (subject_kind, subject_id, sealed_seed, last_step, failures) \
+             VALUES ('user', zeroblob(16), x'01', 7, 0), ('staff', zeroblob(16), x'02', NULL, 0); \
+             INSERT INTO sessions (selector, digest_kek, digest_mac, subject_kind, subject_id, \
+             second_factor, created_at, last_seen_at) \
+             VALUES ('s', 1, zeroblob(32), 'user', zeroblob(16), 0, 0, 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        let require_totp: i64 = conn
+            .query_row("SELECT require_totp FROM workspaces", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(require_totp, 0);
+        let confirmed: Vec<(String, i64)> = conn
+            .prepare("SELECT subject_kind, confirmed FROM totp_factors ORDER BY subject_kind")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(confirmed, [("staff".to_owned(), 0), ("user".to_owned(), 1)]);
+        let tries: i64 = conn
+            .query_row("SELECT challenge_failures FROM sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tries, 0);
     }
 }

@@ -9,11 +9,14 @@
 pub(crate) const INSERT_WORKSPACE: &str =
     "INSERT INTO workspaces (workspace_id, name, region, created_at) VALUES (?1, ?2, ?3, ?4)";
 /// Reads a workspace.
-pub(crate) const SELECT_WORKSPACE: &str =
-    "SELECT workspace_id, name, region, created_at FROM workspaces WHERE workspace_id = ?1";
+pub(crate) const SELECT_WORKSPACE: &str = "SELECT workspace_id, name, region, created_at, require_totp \
+     FROM workspaces WHERE workspace_id = ?1";
 /// Renames a workspace and returns it.
 pub(crate) const RENAME_WORKSPACE: &str = "UPDATE workspaces SET name = ?2 WHERE workspace_id = ?1 \
-     RETURNING workspace_id, name, region, created_at";
+     RETURNING workspace_id, name, region, created_at, require_totp";
+/// Replaces a workspace's policy and returns the workspace.
+pub(crate) const SET_WORKSPACE_POLICY: &str = "UPDATE workspaces SET require_totp = ?2 \
+     WHERE workspace_id = ?1 RETURNING workspace_id, name, region, created_at, require_totp";
 
 /// Inserts or replaces a secret.
 pub(crate) const UPSERT_SECRET: &str = "INSERT INTO secrets (workspace_id, name, purpose, blob) VALUES (?1, ?2, ?3, ?4) \
@@ -127,19 +130,22 @@ pub(crate) const DELETE_EVENTS_BEFORE: &str = "DELETE FROM events WHERE +workspa
      (SELECT rowid FROM events WHERE workspace_id = ?1 AND received_at < ?2 \
      ORDER BY received_at, id LIMIT ?3)";
 
-// Authentication and identity. The identity realm (TOTP factors, links, sessions, step-up
-// grants, users) is instance-wide: its statements are in `IDENTITY`, keyed by a subject, a
-// selector, a staff member, a user, an address or an API key id. Memberships and API keys belong
-// to a workspace: the statements that list or change them are scoped like any other.
+// Authentication and identity. The identity realm (TOTP factors, links, sessions, recovery
+// codes, step-up grants, users, staff) is instance-wide: its statements are in `IDENTITY`, keyed
+// by a subject, a selector, a staff member, a user, an address or an API key id. Memberships and
+// API keys belong to a workspace: the statements that list or change them are scoped like any
+// other.
 
 /// Stores or replaces a subject's TOTP factor.
 pub(crate) const UPSERT_TOTP: &str = "INSERT INTO totp_factors (subject_kind, subject_id, sealed_seed, last_step, failures, \
-     locked_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (subject_kind, subject_id) DO UPDATE SET \
+     locked_until, confirmed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+     ON CONFLICT (subject_kind, subject_id) DO UPDATE SET \
      sealed_seed = excluded.sealed_seed, last_step = excluded.last_step, \
-     failures = excluded.failures, locked_until = excluded.locked_until";
+     failures = excluded.failures, locked_until = excluded.locked_until, \
+     confirmed = excluded.confirmed";
 /// A subject's TOTP factor.
-pub(crate) const SELECT_TOTP: &str = "SELECT sealed_seed, last_step, failures, locked_until FROM totp_factors \
-     WHERE subject_kind = ?1 AND subject_id = ?2";
+pub(crate) const SELECT_TOTP: &str = "SELECT sealed_seed, last_step, failures, locked_until, confirmed \
+     FROM totp_factors WHERE subject_kind = ?1 AND subject_id = ?2";
 /// Claims a time step: one conditional UPDATE, which changes the row only for a step above the
 /// last one, so of concurrent claims of one step exactly one changes it. Resets the failures.
 pub(crate) const CLAIM_TOTP_STEP: &str = "UPDATE totp_factors SET last_step = ?3, failures = 0, locked_until = NULL \
@@ -177,6 +183,24 @@ pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE selector = ?
 /// Revokes every session of a subject.
 pub(crate) const DELETE_SUBJECT_SESSIONS: &str =
     "DELETE FROM sessions WHERE subject_kind = ?1 AND subject_id = ?2";
+/// Counts a wrong second-factor try of a session's challenge (saturating) and returns the count:
+/// one UPDATE ... RETURNING, so concurrent tries each see their own count. No row: no session.
+pub(crate) const RECORD_CHALLENGE_FAILURE: &str = "UPDATE sessions \
+     SET challenge_failures = min(challenge_failures + 1, 4294967295) \
+     WHERE selector = ?1 RETURNING challenge_failures";
+
+/// Drops a subject's recovery codes, before a new set is stored in the same transaction.
+pub(crate) const DELETE_RECOVERY_CODES: &str =
+    "DELETE FROM recovery_codes WHERE subject_kind = ?1 AND subject_id = ?2";
+/// Stores one recovery code of a subject.
+pub(crate) const INSERT_RECOVERY_CODE: &str = "INSERT INTO recovery_codes (subject_kind, subject_id, slot, salt, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5)";
+/// A subject's unused recovery codes, by slot.
+pub(crate) const SELECT_RECOVERY_CODES: &str = "SELECT slot, salt, hash FROM recovery_codes \
+     WHERE subject_kind = ?1 AND subject_id = ?2 ORDER BY slot";
+/// Uses a recovery code: one DELETE of one key, so of concurrent uses of a slot one deletes it.
+pub(crate) const USE_RECOVERY_CODE: &str =
+    "DELETE FROM recovery_codes WHERE subject_kind = ?1 AND subject_id = ?2 AND slot = ?3";
 
 /// Grants a step-up.
 pub(crate) const INSERT_STEP_UP: &str =
@@ -193,12 +217,28 @@ pub(crate) const INSERT_USER: &str =
 /// The user of an address.
 pub(crate) const SELECT_USER_BY_EMAIL: &str =
     "SELECT user_id, email, created_at FROM users WHERE email = ?1";
+/// A user by id.
+pub(crate) const SELECT_USER: &str =
+    "SELECT user_id, email, created_at FROM users WHERE user_id = ?1";
 /// Sets a user's role in the scope's workspace; a missing user fails the foreign key.
 pub(crate) const UPSERT_MEMBERSHIP: &str = "INSERT INTO memberships (workspace_id, user_id, role) VALUES (?1, ?2, ?3) \
      ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role";
-/// A user's memberships across workspaces: workspace ids and roles.
-pub(crate) const SELECT_MEMBERSHIPS: &str =
-    "SELECT workspace_id, role FROM memberships WHERE user_id = ?1 ORDER BY workspace_id";
+/// A user's memberships across workspaces: workspace ids, roles and each workspace's TOTP
+/// policy, the one column of `workspaces` read here, by its key (a membership of a workspace
+/// this database does not hold has no policy: 0).
+pub(crate) const SELECT_MEMBERSHIPS: &str = "SELECT memberships.workspace_id, role, coalesce(workspaces.require_totp, 0) \
+     FROM memberships LEFT JOIN workspaces ON workspaces.workspace_id = memberships.workspace_id \
+     WHERE user_id = ?1 ORDER BY memberships.workspace_id";
+
+/// Creates a staff member; an existing id or address is a conflict.
+pub(crate) const INSERT_STAFF: &str =
+    "INSERT INTO staff (staff_id, email, created_at) VALUES (?1, ?2, ?3)";
+/// The staff member of an address.
+pub(crate) const SELECT_STAFF_BY_EMAIL: &str =
+    "SELECT staff_id, email, created_at FROM staff WHERE email = ?1";
+/// A staff member by id.
+pub(crate) const SELECT_STAFF: &str =
+    "SELECT staff_id, email, created_at FROM staff WHERE staff_id = ?1";
 
 /// Stores an API key of the scope's workspace.
 pub(crate) const INSERT_API_KEY: &str = "INSERT INTO api_keys (workspace_id, key_id, name, actions, digest_kek, digest_mac, \
@@ -223,6 +263,7 @@ pub(crate) const SCOPED: &[&str] = &[
     INSERT_WORKSPACE,
     SELECT_WORKSPACE,
     RENAME_WORKSPACE,
+    SET_WORKSPACE_POLICY,
     UPSERT_SECRET,
     SELECT_SECRET,
     DELETE_SECRET,
@@ -286,11 +327,20 @@ pub(crate) const IDENTITY: &[&str] = &[
     TOUCH_SESSION,
     DELETE_SESSION,
     DELETE_SUBJECT_SESSIONS,
+    RECORD_CHALLENGE_FAILURE,
+    DELETE_RECOVERY_CODES,
+    INSERT_RECOVERY_CODE,
+    SELECT_RECOVERY_CODES,
+    USE_RECOVERY_CODE,
     INSERT_STEP_UP,
     TAKE_STEP_UP,
     INSERT_USER,
     SELECT_USER_BY_EMAIL,
+    SELECT_USER,
     SELECT_MEMBERSHIPS,
+    INSERT_STAFF,
+    SELECT_STAFF_BY_EMAIL,
+    SELECT_STAFF,
     SELECT_API_KEY,
     TOUCH_API_KEY,
 ];
@@ -421,6 +471,20 @@ mod tests {
             "key_id = ?1",
         ];
         for sql in IDENTITY {
+            // The one read of a workspace-owned table: each of a user's memberships carries its
+            // workspace's TOTP policy, joined by the workspace's key, and no other column of it.
+            let sql = &if *sql == SELECT_MEMBERSHIPS {
+                let rest = sql
+                    .replace(
+                        " LEFT JOIN workspaces ON workspaces.workspace_id = memberships.workspace_id ",
+                        " ",
+                    )
+                    .replace("workspaces.require_totp", "");
+                assert!(!rest.contains("workspaces"), "{sql}");
+                rest
+            } else {
+                (*sql).to_owned()
+            };
             assert!(!sql.contains(" OR "), "{sql}");
             assert!(
                 !CUSTOMER_TABLES

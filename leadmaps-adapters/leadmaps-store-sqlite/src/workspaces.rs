@@ -1,14 +1,14 @@
 //! [`WorkspaceStore`] on the `workspaces` table.
 
 use async_trait::async_trait;
-use leadmaps_core::store::{Workspace, WorkspaceStore, validate_workspace_name};
+use leadmaps_core::store::{Workspace, WorkspacePolicy, WorkspaceStore, validate_workspace_name};
 use leadmaps_core::tenancy::{Action, Region, Scope};
 use leadmaps_core::{Error, Result};
 use rusqlite::{OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
-use crate::codec::{get_id, get_region, get_time, id_bytes, unix_nanos};
+use crate::codec::{get_flag, get_id, get_region, get_time, id_bytes, unix_nanos};
 use crate::error::{classify, db};
 use crate::sql;
 
@@ -18,6 +18,9 @@ fn read_workspace(row: &Row<'_>) -> rusqlite::Result<Workspace> {
         name: row.get(1)?,
         region: get_region(row, 2)?,
         created_at: get_time(row, 3)?,
+        policy: WorkspacePolicy {
+            require_totp: get_flag(row, 4)?,
+        },
     })
 }
 
@@ -37,6 +40,8 @@ impl WorkspaceStore for SqliteStore {
             name: name.to_owned(),
             region,
             created_at,
+            // The column's default.
+            policy: WorkspacePolicy::default(),
         };
         let nanos = unix_nanos(created_at)?;
         let (id, name) = (id_bytes(workspace.id), workspace.name.clone());
@@ -74,6 +79,25 @@ impl WorkspaceStore for SqliteStore {
                 let mut rename = conn.prepare_cached(sql::RENAME_WORKSPACE).map_err(db)?;
                 rename
                     .query_row(params![id, name], read_workspace)
+                    .optional()
+                    .map_err(db)?
+                    .ok_or(Error::NotFound)
+            })
+            .await
+    }
+
+    async fn set_workspace_policy(
+        &self,
+        scope: &Scope,
+        policy: &WorkspacePolicy,
+    ) -> Result<Workspace> {
+        scope.require(Action::WorkspaceUpdate)?;
+        let (id, require_totp) = (id_bytes(scope.workspace()), policy.require_totp);
+        self.conn
+            .run(move |conn| {
+                let mut update = conn.prepare_cached(sql::SET_WORKSPACE_POLICY).map_err(db)?;
+                update
+                    .query_row(params![id, i64::from(require_totp)], read_workspace)
                     .optional()
                     .map_err(db)?
                     .ok_or(Error::NotFound)

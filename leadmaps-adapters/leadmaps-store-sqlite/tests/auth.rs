@@ -77,6 +77,7 @@ async fn concurrent_consumers_on_a_file_win_once() {
             last_step: Some(10),
             failures: 2,
             locked_until: None,
+            confirmed: true,
         })
         .await
         .unwrap();

@@ -36,6 +36,8 @@ pub trait StaffStore: Send + Sync {
     async fn create_staff(&self, staff: &StaffMember) -> Result<()>;
     /// A staff member by address.
     async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>>;
+    /// A staff member by id.
+    async fn staff(&self, id: StaffId) -> Result<Option<StaffMember>>;
 }
 
 /// How long a step-up grant lasts.

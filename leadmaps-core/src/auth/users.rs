@@ -28,6 +28,8 @@ pub trait UserStore: Send + Sync {
     async fn create_user(&self, user: &User) -> Result<()>;
     /// A user by sign-in address.
     async fn user_by_email(&self, email: &Address) -> Result<Option<User>>;
+    /// A user by id (where security notices go).
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// Makes `user` a member of the scope's workspace with `role` (or changes the role).
     /// Requires [`crate::tenancy::Action::MemberManage`].
     async fn set_membership(&self, scope: &Scope, user: UserId, role: Role) -> Result<()>;
