@@ -12,6 +12,8 @@
 //! Each check gets a fresh, empty store from the factory and panics with a message on the first
 //! broken rule. Everything goes through `&dyn Store`.
 
+mod audit;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -77,8 +79,17 @@ checks!(
     collector_end_to_end,
     salts_rotate_and_are_destroyed,
     workspace_policy_reaches_memberships,
+    audit_appends_chain_and_verify,
+    audit_concurrent_appends_never_fork,
+    audit_reads_need_audit_read_and_stay_in_workspace,
+    audit_checkpoints_round_trip_and_verify,
     ]
 );
+
+pub use audit::{
+    audit_appends_chain_and_verify, audit_checkpoints_round_trip_and_verify,
+    audit_concurrent_appends_never_fork, audit_reads_need_audit_read_and_stay_in_workspace,
+};
 
 /// Runs every check, each on a fresh store from `fresh`, printing each name as it passes.
 pub async fn run_all<F, Fut>(fresh: F)

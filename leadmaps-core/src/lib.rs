@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 #[cfg(any(test, feature = "conformance"))]

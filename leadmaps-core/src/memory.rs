@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use time::{Date, OffsetDateTime};
 
+use crate::audit::{AuditDraft, AuditId, AuditRecord, AuditStore, Checkpoint, seal};
 use crate::auth::keys::{ApiKeyRecord, ApiKeyStore};
 use crate::auth::recovery::RecoveryStore;
 use crate::auth::session::{MagicLink, SessionRecord, SessionStore};
@@ -51,6 +52,8 @@ struct State {
     challenge_failures: HashMap<String, u32>,
     recovery: HashMap<Subject, Vec<Option<RecoveryHash>>>,
     staff: HashMap<StaffId, StaffMember>,
+    audit: HashMap<WorkspaceId, Vec<AuditRecord>>,
+    checkpoints: HashMap<WorkspaceId, Vec<Checkpoint>>,
 }
 
 /// The in-memory store.
@@ -897,6 +900,64 @@ impl StepUpStore for MemoryStore {
             .iter()
             .position(|(s, a, until)| *s == staff && *a == action && now < *until);
         Ok(found.map(|i| state.step_ups.swap_remove(i)).is_some())
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn append_audit(
+        &self,
+        scope: &Scope,
+        draft: AuditDraft,
+        at: OffsetDateTime,
+    ) -> Result<AuditRecord> {
+        draft.check_scope(scope)?;
+        // One lock over "read the head, seal, push": appends of a workspace never interleave.
+        let mut state = self.state();
+        let log = state.audit.entry(scope.workspace()).or_default();
+        let record = seal(log.last(), scope.workspace(), draft, at, AuditId::new())?;
+        log.push(record.clone());
+        Ok(record)
+    }
+
+    async fn audit_records(
+        &self,
+        scope: &Scope,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        scope.require(Action::AuditRead)?;
+        let state = self.state();
+        let Some(log) = state.audit.get(&scope.workspace()) else {
+            return Ok(Vec::new());
+        };
+        // Records sit at index seq - 1.
+        let start = usize::try_from(after_seq).map_or(log.len(), |s| s.min(log.len()));
+        Ok(log[start..].iter().take(limit as usize).cloned().collect())
+    }
+
+    async fn put_checkpoint(&self, scope: &Scope, checkpoint: &Checkpoint) -> Result<()> {
+        scope.require(Action::AuditRead)?;
+        if checkpoint.workspace != scope.workspace() {
+            return Err(Denied::WrongScope.into());
+        }
+        let mut state = self.state();
+        let checkpoints = state.checkpoints.entry(scope.workspace()).or_default();
+        if !checkpoints.contains(checkpoint) {
+            checkpoints.push(*checkpoint);
+            checkpoints.sort_by_key(|c| (c.at, c.seq));
+        }
+        Ok(())
+    }
+
+    async fn checkpoints(&self, scope: &Scope) -> Result<Vec<Checkpoint>> {
+        scope.require(Action::AuditRead)?;
+        Ok(self
+            .state()
+            .checkpoints
+            .get(&scope.workspace())
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

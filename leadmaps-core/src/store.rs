@@ -420,6 +420,7 @@ pub trait Store:
     + EventSink
     + crate::auth::AuthStore
     + crate::auth::IdentityStore
+    + crate::audit::AuditStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {

@@ -44,46 +44,50 @@ use crate::clock::Clock;
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize,
+        )]
         #[serde(transparent)]
-        pub struct $name(Uuid);
+        pub struct $name(::uuid::Uuid);
 
         impl $name {
             /// A fresh random id.
             #[allow(clippy::new_without_default)]
             pub fn new() -> Self {
-                Self(Uuid::new_v4())
+                Self(::uuid::Uuid::new_v4())
             }
             /// Wraps an existing UUID.
-            pub const fn from_uuid(uuid: Uuid) -> Self {
+            pub const fn from_uuid(uuid: ::uuid::Uuid) -> Self {
                 Self(uuid)
             }
             /// The UUID.
-            pub const fn as_uuid(&self) -> &Uuid {
+            pub const fn as_uuid(&self) -> &::uuid::Uuid {
                 &self.0
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 write!(f, "{}({})", stringify!($name), self.0)
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(&self.0, f)
             }
         }
 
-        impl std::str::FromStr for $name {
-            type Err = uuid::Error;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
+        impl ::std::str::FromStr for $name {
+            type Err = ::uuid::Error;
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
+                ::uuid::Uuid::parse_str(s).map(Self)
             }
         }
     };
 }
+// Crate-visible, for ids defined in other modules (audit records).
+pub(crate) use uuid_id;
 
 uuid_id!(
     /// A workspace: the tenant. Every customer-data row carries one.
@@ -107,6 +111,10 @@ uuid_id!(
 uuid_id!(
     /// A workspace API key.
     ApiKeyId
+);
+uuid_id!(
+    /// A staff member's impersonation grant: audit records of the staff member's actions name it.
+    GrantId
 );
 
 /// Where a workspace's data lives. Data never leaves its region.
@@ -248,6 +256,8 @@ impl Role {
 /// A staff member's time-boxed, audited access to one workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImpersonationGrant {
+    /// The grant's id, recorded with every audited action taken under it.
+    pub id: GrantId,
     /// The workspace the grant opens.
     pub workspace: WorkspaceId,
     /// The grant ends here; the gate refuses it from this instant on.
@@ -270,9 +280,38 @@ pub enum SystemTask {
     Retention,
     /// Sealing and opening people's own secrets (TOTP seeds) in the instance tenant.
     Identity,
+    /// Writing audit checkpoints and verifying audit chains.
+    Audit,
 }
 
 impl SystemTask {
+    /// Every task.
+    pub const ALL: [SystemTask; 6] = [
+        SystemTask::Provisioning,
+        SystemTask::KeyRotation,
+        SystemTask::SaltRotation,
+        SystemTask::Retention,
+        SystemTask::Identity,
+        SystemTask::Audit,
+    ];
+
+    /// The stable name, for storage (audit records name the task that acted).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SystemTask::Provisioning => "provisioning",
+            SystemTask::KeyRotation => "key_rotation",
+            SystemTask::SaltRotation => "salt_rotation",
+            SystemTask::Retention => "retention",
+            SystemTask::Identity => "identity",
+            SystemTask::Audit => "audit",
+        }
+    }
+
+    /// Parses [`SystemTask::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
     const fn permits(self, action: Action) -> bool {
         match self {
             // Only valid on `WorkspaceId::INSTANCE`; the gate checks the workspace.
@@ -285,6 +324,7 @@ impl SystemTask {
                 matches!(action, Action::KeyManage)
             }
             SystemTask::Retention => matches!(action, Action::RetentionEnforce),
+            SystemTask::Audit => matches!(action, Action::AuditRead),
         }
     }
 }
@@ -412,6 +452,7 @@ pub struct Scope {
     workspace: WorkspaceId,
     action: Action,
     actor: Actor,
+    grant: Option<GrantId>,
 }
 
 impl Scope {
@@ -428,6 +469,12 @@ impl Scope {
     /// Who holds the scope.
     pub const fn actor(&self) -> Actor {
         self.actor
+    }
+
+    /// The impersonation grant a staff member holds the scope through; `None` for every other
+    /// actor.
+    pub const fn grant(&self) -> Option<GrantId> {
+        self.grant
     }
 
     /// Checks that this scope admits `action`.
@@ -476,6 +523,7 @@ impl Gate {
         {
             return Err(Denied::NotAMember);
         }
+        let mut through_grant = None;
         let actor = match principal {
             Principal::Member {
                 user,
@@ -513,6 +561,7 @@ impl Gate {
                 if !allowed {
                     return Err(Denied::ActionNotPermitted);
                 }
+                through_grant = Some(grant.id);
                 Actor::Staff(*staff)
             }
             Principal::ApiKey {
@@ -549,6 +598,7 @@ impl Gate {
             workspace,
             action,
             actor,
+            grant: through_grant,
         })
     }
 }
@@ -592,6 +642,7 @@ mod tests {
         let (gate, clock) = gate();
         let ws = WorkspaceId::new();
         let grant = ImpersonationGrant {
+            id: GrantId::new(),
             workspace: ws,
             expires_at: clock.now() + Duration::minutes(30),
             write: false,
@@ -614,8 +665,10 @@ mod tests {
             gate.authorize(&staff(true, Some(grant.clone())), other, Action::EventRead),
             Err(Denied::StaffNeedsGrant)
         );
+        let grant_id = grant.id;
         let with_grant = staff(true, Some(grant));
-        assert!(gate.authorize(&with_grant, ws, Action::EventRead).is_ok());
+        let scope = gate.authorize(&with_grant, ws, Action::EventRead).unwrap();
+        assert_eq!(scope.grant(), Some(grant_id), "the scope names the grant");
         assert_eq!(
             gate.authorize(&with_grant, ws, Action::WorkspaceUpdate),
             Err(Denied::ActionNotPermitted)
@@ -717,6 +770,7 @@ mod tests {
         let ws = WorkspaceId::new();
         let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
         let scope = gate.authorize(&admin, ws, Action::SecretRead).unwrap();
+        assert_eq!(scope.grant(), None, "only staff scopes carry a grant");
         assert!(scope.require(Action::SecretRead).is_ok());
         assert_eq!(scope.require(Action::SecretWrite), Err(Denied::WrongScope));
     }

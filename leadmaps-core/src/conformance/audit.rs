@@ -1,0 +1,389 @@
+//! Audit-store checks: the chain a store builds, concurrency, scoping, checkpoints.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use time::Duration;
+
+use super::{Fixture, futures_join_all, kek, kind};
+use crate::audit::{
+    AuditAction, AuditActor, AuditDraft, AuditRecord, AuditStoreExt, ChainHead, CheckpointSigner,
+    GENESIS_HASH, REDACTED, Target, audit_time, verify,
+};
+use crate::clock::Clock;
+use crate::crypto::KeyRing;
+use crate::error::ErrorKind;
+use crate::store::Store;
+use crate::tenancy::{
+    Action, ApiKeyId, GrantId, ImpersonationGrant, Principal, Scope, StaffId, SystemTask,
+    WorkspaceId,
+};
+
+fn signer() -> CheckpointSigner {
+    CheckpointSigner::new(&KeyRing::new([kek(1, 11)]).unwrap())
+}
+
+fn audit_scope(f: &Fixture, ws: WorkspaceId) -> Scope {
+    f.gate
+        .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
+        .unwrap()
+}
+
+fn renamed(scope: &Scope, name: &str) -> AuditDraft {
+    AuditDraft::new(
+        scope,
+        AuditAction::WorkspaceRenamed,
+        Target::workspace(scope.workspace()),
+    )
+    .with_after(json!({ "name": name }))
+}
+
+/// Appends through different principals chain from seq 1 with a zero genesis hash, carry the
+/// gate's actor (with the staff member's grant), keep microsecond times and every JSON value
+/// exactly, page by seq, start a separate chain per workspace, and verify.
+pub async fn audit_appends_chain_and_verify(store: Arc<dyn Store>) {
+    let f = Fixture::new(store.clone()).await;
+    let store = store.as_ref();
+    // Sub-microsecond parts are dropped by sealing, so every store can keep the time exactly.
+    f.clock.advance(Duration::nanoseconds(123_456_789));
+    let member = f.a(Action::WorkspaceUpdate);
+    let key = ApiKeyId::new();
+    let api_key = f
+        .gate
+        .authorize(
+            &Principal::ApiKey {
+                key,
+                workspace: f.a,
+                actions: vec![Action::WorkspaceUpdate],
+            },
+            f.a,
+            Action::WorkspaceUpdate,
+        )
+        .unwrap();
+    let (staff, grant) = (StaffId::new(), GrantId::new());
+    let staff_scope = f
+        .gate
+        .authorize(
+            &Principal::Staff {
+                staff,
+                mfa: true,
+                grant: Some(ImpersonationGrant {
+                    id: grant,
+                    workspace: f.a,
+                    expires_at: f.clock.now() + Duration::minutes(30),
+                    write: false,
+                }),
+            },
+            f.a,
+            Action::EventRead,
+        )
+        .unwrap();
+    let retention = f
+        .gate
+        .authorize(
+            &Principal::System(SystemTask::Retention),
+            f.a,
+            Action::RetentionEnforce,
+        )
+        .unwrap();
+    let user = match &f.admin_a {
+        Principal::Member { user, .. } => *user,
+        other => panic!("{other:?}"),
+    };
+    let entries = [
+        (
+            &member,
+            AuditDraft::new(
+                &member,
+                AuditAction::WorkspacePolicyUpdated,
+                Target::workspace(f.a),
+            )
+            .with_before(json!({"require_totp": false}))
+            .with_after(json!({"require_totp": true}))
+            .with_request_id("req-1"),
+            AuditActor::Member(user),
+        ),
+        (
+            &api_key,
+            AuditDraft::new(
+                &api_key,
+                AuditAction::IpAllowlistUpdated,
+                Target::workspace(f.a),
+            )
+            .with_before(json!({"ranges": []}))
+            .with_after(json!({"ranges": ["10.0.0.0/8", "2001:db8::/32"]})),
+            AuditActor::ApiKey(key),
+        ),
+        (
+            &staff_scope,
+            AuditDraft::new(
+                &staff_scope,
+                AuditAction::StaffRead,
+                Target::new("events", "2026-01"),
+            ),
+            AuditActor::Staff {
+                staff,
+                grant: Some(grant),
+            },
+        ),
+        (
+            &retention,
+            AuditDraft::new(
+                &retention,
+                AuditAction::RetentionEventsDeleted,
+                Target::workspace(f.a),
+            )
+            .with_after(json!({"deleted": 12, "cutoff": "2026-01-01T00:00:00Z"})),
+            AuditActor::System(SystemTask::Retention),
+        ),
+        (
+            &member,
+            AuditDraft::new(
+                &member,
+                AuditAction::ApiKeyCreated,
+                Target::api_key(ApiKeyId::new()),
+            )
+            .with_after(json!({
+                "name": "ci ✓ \"quoted\" \n",
+                "token": "lm_must_not_be_stored",
+                "actions": ["event.read"],
+                "a/b~c": {"": null, "big": u64::MAX, "neg": i64::MIN, "float": 2.5, "tiny": 1e-7},
+            })),
+            AuditActor::Member(user),
+        ),
+    ];
+    let mut appended: Vec<AuditRecord> = Vec::new();
+    for (i, (scope, draft, actor)) in entries.into_iter().enumerate() {
+        let expected_after = draft.after().cloned();
+        let record = store
+            .append_audit(scope, draft, f.clock.now())
+            .await
+            .expect("append");
+        let prev = appended.last().map_or(GENESIS_HASH, |r| r.hash);
+        assert_eq!(
+            (record.workspace, record.seq, record.prev_hash),
+            (f.a, i as u64 + 1, prev),
+            "record {i} chains"
+        );
+        assert_eq!(record.actor, actor, "record {i}: the scope's holder acts");
+        assert_eq!(record.at, audit_time(f.clock.now()));
+        assert_eq!(record.after, expected_after);
+        appended.push(record);
+        f.clock.advance(Duration::seconds(1));
+    }
+    assert_eq!(
+        appended[4].after.as_ref().unwrap()["token"],
+        json!(REDACTED),
+        "secrets never reach the store"
+    );
+    assert_eq!(appended[0].request_id.as_deref(), Some("req-1"));
+
+    let read = f.a(Action::AuditRead);
+    let stored = store.audit_records(&read, 0, 100).await.unwrap();
+    assert_eq!(stored, appended, "read back exactly as appended");
+    let seqs = |records: Vec<AuditRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.audit_records(&read, 2, 2).await.unwrap()),
+        [3, 4]
+    );
+    assert_eq!(seqs(store.audit_records(&read, 4, 10).await.unwrap()), [5]);
+    assert!(store.audit_records(&read, 5, 10).await.unwrap().is_empty());
+    assert!(store.audit_records(&read, 0, 0).await.unwrap().is_empty());
+    assert_eq!(store.all_audit_records(&read).await.unwrap(), appended);
+
+    let report = verify(f.a, &stored, &[], &signer());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.verified, appended[4].head());
+
+    // Workspace B has its own chain, from 1.
+    let b = store
+        .append_audit(
+            &f.b(Action::WorkspaceUpdate),
+            renamed(&f.b(Action::WorkspaceUpdate), "B2"),
+            f.clock.now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((b.workspace, b.seq, b.prev_hash), (f.b, 1, GENESIS_HASH));
+    assert_eq!(store.audit_records(&read, 0, 100).await.unwrap().len(), 5);
+}
+
+/// Fifty appends at once to one workspace (and ten to another) get seqs 1 to 50 (and 1 to 10)
+/// with a valid chain: no seq taken twice, none skipped, no fork.
+pub async fn audit_concurrent_appends_never_fork(store: Arc<dyn Store>) {
+    let f = Fixture::new(store.clone()).await;
+    let (a, b) = (f.a(Action::WorkspaceUpdate), f.b(Action::WorkspaceUpdate));
+    let now = f.clock.now();
+    let appends = (0..60).map(|i| {
+        let store = store.clone();
+        let scope = if i % 6 == 5 { b.clone() } else { a.clone() };
+        async move {
+            store
+                .append_audit(&scope, renamed(&scope, &format!("name {i}")), now)
+                .await
+        }
+    });
+    let records: Vec<AuditRecord> = futures_join_all(appends)
+        .await
+        .into_iter()
+        .map(|r| r.expect("concurrent append"))
+        .collect();
+    for (ws, count) in [(f.a, 50u64), (f.b, 10)] {
+        let mut seqs: Vec<u64> = records
+            .iter()
+            .filter(|r| r.workspace == ws)
+            .map(|r| r.seq)
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=count).collect::<Vec<_>>(),
+            "seqs without gaps or twins"
+        );
+        let scope = f
+            .gate
+            .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
+            .unwrap();
+        let log = store.all_audit_records(&scope).await.unwrap();
+        assert_eq!(log.len() as u64, count);
+        let report = verify(ws, &log, &[], &signer());
+        assert!(report.is_ok(), "{report}");
+    }
+}
+
+/// Reading records and checkpoints needs the audit-read action and sees only the scope's
+/// workspace; a draft or checkpoint of one workspace cannot land in another's log; a refused
+/// append stores nothing and leaves no gap.
+pub async fn audit_reads_need_audit_read_and_stay_in_workspace(store: Arc<dyn Store>) {
+    let f = Fixture::new(store.clone()).await;
+    let store = store.as_ref();
+    let (a, b) = (f.a(Action::WorkspaceUpdate), f.b(Action::WorkspaceUpdate));
+    for scope in [&a, &a, &b] {
+        store
+            .append_audit(scope, renamed(scope, "x"), f.clock.now())
+            .await
+            .unwrap();
+    }
+    for action in [
+        Action::WorkspaceRead,
+        Action::WorkspaceUpdate,
+        Action::EventRead,
+    ] {
+        let scope = f.a(action);
+        assert_eq!(
+            kind(store.audit_records(&scope, 0, 10).await),
+            ErrorKind::Denied
+        );
+        assert_eq!(kind(store.checkpoints(&scope).await), ErrorKind::Denied);
+        let checkpoint = signer().sign(f.a, ChainHead::GENESIS, f.clock.now());
+        assert_eq!(
+            kind(store.put_checkpoint(&scope, &checkpoint).await),
+            ErrorKind::Denied
+        );
+    }
+    let (read_a, read_b) = (f.a(Action::AuditRead), f.b(Action::AuditRead));
+    let in_a = store.audit_records(&read_a, 0, 10).await.unwrap();
+    assert_eq!(in_a.len(), 2);
+    assert!(in_a.iter().all(|r| r.workspace == f.a));
+    let in_b = store.audit_records(&read_b, 0, 10).await.unwrap();
+    assert_eq!(in_b.len(), 1);
+    assert_eq!(in_b[0].workspace, f.b);
+
+    // A's draft under B's scope.
+    assert_eq!(
+        kind(
+            store
+                .append_audit(&b, renamed(&a, "smuggled"), f.clock.now())
+                .await
+        ),
+        ErrorKind::Denied
+    );
+    // A's member's draft under A's API key: the record's actor is always the caller's.
+    let api_key = f
+        .gate
+        .authorize(
+            &Principal::ApiKey {
+                key: ApiKeyId::new(),
+                workspace: f.a,
+                actions: vec![Action::WorkspaceUpdate],
+            },
+            f.a,
+            Action::WorkspaceUpdate,
+        )
+        .unwrap();
+    assert_eq!(
+        kind(
+            store
+                .append_audit(&api_key, renamed(&a, "borrowed"), f.clock.now())
+                .await
+        ),
+        ErrorKind::Denied
+    );
+    // A checkpoint of A under B's scope.
+    let of_a = signer().sign(f.a, in_a[1].head(), f.clock.now());
+    assert_eq!(
+        kind(store.put_checkpoint(&read_b, &of_a).await),
+        ErrorKind::Denied
+    );
+    assert!(store.checkpoints(&read_b).await.unwrap().is_empty());
+    assert!(store.checkpoints(&read_a).await.unwrap().is_empty());
+    // A draft the seal refuses.
+    assert_eq!(
+        kind(
+            store
+                .append_audit(
+                    &a,
+                    renamed(&a, "y").with_request_id("no spaces"),
+                    f.clock.now()
+                )
+                .await
+        ),
+        ErrorKind::Invalid
+    );
+    assert_eq!(store.audit_records(&read_a, 0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.audit_records(&read_b, 0, 10).await.unwrap().len(), 1);
+    let next = store
+        .append_audit(&a, renamed(&a, "z"), f.clock.now())
+        .await
+        .unwrap();
+    assert_eq!((next.seq, next.prev_hash), (3, in_a[1].hash), "no gap");
+}
+
+/// Checkpoints, also of an empty log, are stored exactly, once, in time order, per workspace,
+/// and verify with the records.
+pub async fn audit_checkpoints_round_trip_and_verify(store: Arc<dyn Store>) {
+    let f = Fixture::new(store.clone()).await;
+    let store = store.as_ref();
+    let signer = signer();
+    let (audit_a, audit_b) = (audit_scope(&f, f.a), audit_scope(&f, f.b));
+    assert!(store.checkpoints(&audit_a).await.unwrap().is_empty());
+    f.clock.advance(Duration::nanoseconds(1_500));
+    let empty = signer.sign(f.a, ChainHead::GENESIS, f.clock.now());
+    store.put_checkpoint(&audit_a, &empty).await.unwrap();
+
+    let update = f.a(Action::WorkspaceUpdate);
+    let mut head = ChainHead::GENESIS;
+    for i in 0..3 {
+        f.clock.advance(Duration::minutes(1));
+        head = store
+            .append_audit(&update, renamed(&update, &format!("n{i}")), f.clock.now())
+            .await
+            .unwrap()
+            .head();
+    }
+    f.clock.advance(Duration::minutes(1));
+    let at_head = signer.sign(f.a, head, f.clock.now());
+    store.put_checkpoint(&audit_a, &at_head).await.unwrap();
+    store.put_checkpoint(&audit_a, &at_head).await.unwrap();
+    let stored = store.checkpoints(&audit_a).await.unwrap();
+    assert_eq!(stored, [empty, at_head], "exactly, once, oldest first");
+    assert!(stored.iter().all(|c| signer.verify(c)));
+    assert!(store.checkpoints(&audit_b).await.unwrap().is_empty());
+
+    let report = store.verify_audit(&audit_a, &signer).await.unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.records, report.checkpoints), (3, 2));
+    assert_eq!(report.verified, head);
+    let report = store.verify_audit(&audit_b, &signer).await.unwrap();
+    assert!(report.is_ok(), "{report}");
+}
