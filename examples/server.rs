@@ -128,6 +128,11 @@ enum Command {
     /// Check a Postgres database's tenancy (forced RLS, policies, roles, grants, indexes) and
     /// exit non-zero on any finding.
     Doctor,
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +143,17 @@ enum StaffCommand {
         /// Sign-in address.
         #[arg(long)]
         email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Verify a workspace's hash chain and signed checkpoints; print the first bad record and
+    /// exit 1 if there is one.
+    Verify {
+        /// The workspace.
+        #[arg(long)]
+        workspace: WorkspaceId,
     },
 }
 
@@ -320,6 +336,24 @@ async fn main() -> Result<(), BoxError> {
                 staff.id,
                 uri.as_str()
             );
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { workspace },
+        } => {
+            use leadmaps::audit::{AuditStoreExt as _, CheckpointSigner};
+            let scope = gate.authorize(
+                &Principal::System(SystemTask::Audit),
+                workspace,
+                Action::AuditRead,
+            )?;
+            let report = store
+                .verify_audit(&scope, &CheckpointSigner::new(vault.ring()))
+                .await?;
+            println!("{report}");
+            if !report.is_ok() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Workspace {

@@ -508,6 +508,11 @@ impl Gate {
         Self { clock }
     }
 
+    /// The time the gate decides by (its clock's now): what records of its decisions carry.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     /// Decides whether `principal` may do `action` on `workspace`.
     ///
     /// # Errors

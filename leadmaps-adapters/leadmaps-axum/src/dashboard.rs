@@ -14,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use leadmaps_core::audit::{AUDIT_PAGE, AuditAction, AuditDraft, AuditRecord, Target};
 use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::session::Sessions;
 use leadmaps_core::auth::totp::Subject;
@@ -70,6 +71,12 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
         "/api/v1/workspaces/{id}/policy",
         Action::WorkspaceUpdate,
     ),
+    ("GET", "/api/v1/workspaces/{id}/audit", Action::AuditRead),
+    (
+        "GET",
+        "/api/v1/workspaces/{id}/audit/export",
+        Action::AuditRead,
+    ),
 ];
 
 /// The workspace routes.
@@ -80,6 +87,8 @@ pub fn dashboard_routes(state: Arc<DashboardState>) -> Router {
         .route("/api/v1/workspaces/{id}/events", get(events))
         .route("/api/v1/workspaces/{id}/drops", get(drops))
         .route("/api/v1/workspaces/{id}/policy", put(set_policy))
+        .route("/api/v1/workspaces/{id}/audit", get(audit))
+        .route("/api/v1/workspaces/{id}/audit/export", get(audit_export))
         .with_state(state)
 }
 
@@ -312,10 +321,154 @@ async fn set_policy(
     let policy = leadmaps_core::store::WorkspacePolicy {
         require_totp: body.require_totp,
     };
+    let before = match state.store.workspace(&scope).await {
+        Ok(ws) => ws.policy,
+        Err(e) => return store_error(&e),
+    };
+    // Log, then act: no change without its record.
+    let draft = AuditDraft::new(
+        &scope,
+        AuditAction::WorkspacePolicyUpdated,
+        Target::workspace(scope.workspace()),
+    )
+    .with_before(json!({"require_totp": before.require_totp}))
+    .with_after(json!({"require_totp": policy.require_totp}));
+    if let Err(e) = state.store.append_audit(&scope, draft, state.gate.now()).await {
+        return store_error(&e);
+    }
     match state.store.set_workspace_policy(&scope, &policy).await {
         Ok(ws) => {
             axum::Json(json!({"policy": {"require_totp": ws.policy.require_totp}})).into_response()
         }
         Err(e) => store_error(&e),
     }
+}
+
+/// Query of the audit routes: a cursor (the last seq seen), a page size, an action filter.
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<u32>,
+    action: Option<String>,
+}
+
+fn audit_json(record: &AuditRecord) -> serde_json::Value {
+    let hex = |bytes: &[u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    json!({
+        "seq": record.seq,
+        "id": record.id.to_string(),
+        "at": record.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "actor": {
+            "kind": record.actor.kind(),
+            "id": record.actor.subject(),
+            "impersonation_grant": record.actor.grant().map(|g| g.to_string()),
+        },
+        "action": record.action.as_str(),
+        "target": {"kind": record.target.kind, "id": record.target.id},
+        "before": record.before,
+        "after": record.after,
+        "patch": record.patch,
+        "request_id": record.request_id,
+        "hash": hex(&record.hash),
+        "prev_hash": hex(&record.prev_hash),
+    })
+}
+
+/// One page of the customer-visible records after the cursor, filtered by action.
+async fn audit_page(
+    state: &DashboardState,
+    scope: &Scope,
+    query: &AuditQuery,
+    limit: u32,
+) -> Result<(Vec<AuditRecord>, u64, bool), Response> {
+    let action = match query.action.as_deref() {
+        Some(name) => Some(
+            AuditAction::parse(name)
+                .filter(|a| a.customer_visible())
+                .ok_or_else(|| status(StatusCode::BAD_REQUEST, "unknown action"))?,
+        ),
+        None => None,
+    };
+    let mut cursor = query.after.unwrap_or(0);
+    let mut page = Vec::new();
+    // Hidden or filtered records are skipped; read on until the page is full or the log ends.
+    loop {
+        let batch = state
+            .store
+            .audit_records(scope, cursor, AUDIT_PAGE)
+            .await
+            .map_err(|e| store_error(&e))?;
+        let done = (batch.len() as u64) < u64::from(AUDIT_PAGE);
+        for record in batch {
+            cursor = record.seq;
+            if record.action.customer_visible() && action.is_none_or(|a| a == record.action) {
+                page.push(record);
+                if page.len() as u64 == u64::from(limit) {
+                    return Ok((page, cursor, false));
+                }
+            }
+        }
+        if done {
+            return Ok((page, cursor, true));
+        }
+    }
+}
+
+/// The workspace's audit log as its admins see it: configuration changes, IP allowlist and
+/// retention updates, operator impersonation, ... (`AuditAction::customer_visible`), oldest
+/// first, `next_after` as the cursor for the next page.
+async fn audit(
+    State(state): State<Arc<DashboardState>>,
+    Path(id): Path<String>,
+    Query(query): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = match scope(&state, &headers, &id, Action::AuditRead).await {
+        Ok(scope) => scope,
+        Err(response) => return response,
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    match audit_page(&state, &scope, &query, limit).await {
+        Ok((records, cursor, end)) => axum::Json(json!({
+            "records": records.iter().map(audit_json).collect::<Vec<_>>(),
+            "next_after": (!end).then_some(cursor),
+        }))
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The same records as newline-delimited JSON, the whole log after the cursor.
+async fn audit_export(
+    State(state): State<Arc<DashboardState>>,
+    Path(id): Path<String>,
+    Query(query): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = match scope(&state, &headers, &id, Action::AuditRead).await {
+        Ok(scope) => scope,
+        Err(response) => return response,
+    };
+    let mut out = String::new();
+    let mut query = query;
+    loop {
+        let (records, cursor, end) = match audit_page(&state, &scope, &query, 1000).await {
+            Ok(page) => page,
+            Err(response) => return response,
+        };
+        for record in &records {
+            out.push_str(&audit_json(record).to_string());
+            out.push('\n');
+        }
+        if end {
+            break;
+        }
+        query.after = Some(cursor);
+    }
+    let mut response = out.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
 }

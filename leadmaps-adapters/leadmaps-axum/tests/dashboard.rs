@@ -21,6 +21,8 @@ use tower::ServiceExt as _;
 
 struct World {
     router: axum::Router,
+    store: Arc<MemoryStore>,
+    gate: Gate,
     a: WorkspaceId,
     b: WorkspaceId,
     key_a_read: String,
@@ -76,6 +78,7 @@ async fn world() -> World {
                 Action::WorkspaceRead,
                 Action::EventRead,
                 Action::WorkspaceUpdate,
+                Action::AuditRead,
             ],
         )
         .await
@@ -84,6 +87,7 @@ async fn world() -> World {
         .create(&manage, "ingest", &[Action::EventIngest])
         .await
         .unwrap();
+    let gate_for_world = gate.clone();
     let state = Arc::new(DashboardState::new(
         store.clone() as Arc<dyn Store>,
         keys,
@@ -91,6 +95,8 @@ async fn world() -> World {
     ));
     World {
         router: dashboard_routes(state),
+        store,
+        gate: gate_for_world,
         a,
         b,
         key_a_read: read.key.token.to_string(),
@@ -189,4 +195,89 @@ async fn keys_are_required_checked_and_limited_to_their_actions() {
         (status, body["drops"].as_array().map(Vec::len)),
         (StatusCode::OK, Some(0))
     );
+}
+
+/// The audit records of a workspace, as its admin would read them (all, not only the visible).
+async fn audit_count(w: &World, ws: WorkspaceId) -> usize {
+    use leadmaps_core::audit::AuditStore;
+    let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
+    let scope = w.gate.authorize(&admin, ws, Action::AuditRead).unwrap();
+    w.store.audit_records(&scope, 0, 10_000).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn every_mutating_route_writes_exactly_one_audit_record_and_the_log_shows_it() {
+    let w = world().await;
+    for (method, template, _) in ROUTES.iter().filter(|(m, _, _)| *m != "GET") {
+        let before = audit_count(&w, w.a).await;
+        let (status, _) = call(&w, method, &path(template, w.a), Some(&w.key_a_read)).await;
+        assert_eq!(status, StatusCode::OK, "{method} {template}");
+        assert_eq!(audit_count(&w, w.a).await, before + 1, "{method} {template}");
+        // Refused requests write nothing.
+        let (status, _) = call(&w, method, &path(template, w.b), Some(&w.key_a_read)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = call(&w, method, &path(template, w.a), Some(&w.key_a_ingest_only)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(audit_count(&w, w.a).await, before + 1, "{method} {template}");
+        assert_eq!(audit_count(&w, w.b).await, 0);
+    }
+
+    // The customer's log shows the policy change with actor, before, after and patch.
+    let response = w
+        .router
+        .clone()
+        .oneshot(
+            Request::put(path("/api/v1/workspaces/{id}/policy", w.a))
+                .header(header::AUTHORIZATION, format!("Bearer {}", w.key_a_read))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"require_totp": true}"#))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let audit = path("/api/v1/workspaces/{id}/audit", w.a);
+    let (status, log) = get(&w, &audit, Some(&w.key_a_read)).await;
+    assert_eq!(status, StatusCode::OK);
+    let records = log["records"].as_array().unwrap();
+    let last = records.last().unwrap();
+    assert_eq!(last["action"], "workspace.policy.updated");
+    assert_eq!(last["actor"]["kind"], "api_key");
+    assert_eq!(last["before"]["require_totp"], false);
+    assert_eq!(last["after"]["require_totp"], true);
+    assert_eq!(last["patch"][0]["op"], "replace");
+    assert_eq!(last["patch"][0]["path"], "/require_totp");
+
+    // Paging by cursor, and the NDJSON export of the same records.
+    let (_, first) = get(&w, &format!("{audit}?limit=1"), Some(&w.key_a_read)).await;
+    assert_eq!(first["records"].as_array().unwrap().len(), 1);
+    let cursor = first["next_after"].as_u64().unwrap();
+    let (_, rest) = get(&w, &format!("{audit}?after={cursor}"), Some(&w.key_a_read)).await;
+    assert_eq!(rest["records"].as_array().unwrap().len(), records.len() - 1);
+    assert_eq!(rest["next_after"], Value::Null, "the end of the log");
+    let (status, _) = get(&w, &format!("{audit}?action=nope"), Some(&w.key_a_read)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let export = w
+        .router
+        .clone()
+        .oneshot(
+            Request::get(path("/api/v1/workspaces/{id}/audit/export", w.a))
+                .header(header::AUTHORIZATION, format!("Bearer {}", w.key_a_read))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        export.headers()[header::CONTENT_TYPE],
+        "application/x-ndjson"
+    );
+    let body = export.into_body().collect().await.unwrap().to_bytes();
+    let lines: Vec<Value> = std::str::from_utf8(&body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), records.len());
+    assert_eq!(lines.last().unwrap()["seq"], last["seq"]);
 }
