@@ -629,7 +629,7 @@ async fn serve(
         AuthServices {
             identities: store.clone(),
             sessions: sessions.clone(),
-            totp,
+            totp: totp.clone(),
             recovery: Arc::new(RecoveryCodes::new(store.clone())),
             step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
             mailer: mailer(&mail)?,
@@ -638,8 +638,9 @@ async fn serve(
         mail.public_url.clone(),
         trusted_proxies.clone(),
     ));
-    let dashboard =
-        Arc::new(DashboardState::new(store.clone(), keys, gate.clone()).with_sessions(sessions));
+    let dashboard = Arc::new(
+        DashboardState::new(store.clone(), keys, gate.clone()).with_sessions(sessions, totp),
+    );
     let (collector, batcher) =
         Collector::over_store(store.clone(), vault, gate.clone(), clock, config);
     let collector = Arc::new(collector);

@@ -79,6 +79,7 @@ checks!(
     collector_end_to_end,
     salts_rotate_and_are_destroyed,
     workspace_policy_reaches_memberships,
+    totp_seeds_live_in_the_instance_tenant,
     audit_appends_chain_and_verify,
     audit_concurrent_appends_never_fork,
     audit_reads_need_audit_read_and_stay_in_workspace,
@@ -297,6 +298,49 @@ pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
             .iter()
             .all(|m| !m.require_totp),
         "turned off again"
+    );
+}
+
+/// TOTP enrolment works on a fresh store: seeds are sealed under the instance tenant
+/// ([`WorkspaceId::INSTANCE`]), which every store must hold keys for without any workspace
+/// having been created; the seed opens again to confirm the factor and check later codes.
+pub async fn totp_seeds_live_in_the_instance_tenant(store: Arc<dyn Store>) {
+    use crate::auth::otp::{OtpAuth, Totp};
+    use crate::auth::totp::{FactorState, Subject, TotpFactors, TotpOutcome};
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let vault = Arc::new(
+        Vault::start(
+            KeyRing::new([kek(1, 1)]).unwrap(),
+            store.clone(),
+            clock.clone(),
+        )
+        .await
+        .expect("vault on a fresh store"),
+    );
+    let factors = TotpFactors::new(
+        store.clone(),
+        vault,
+        Gate::new(clock.clone()),
+        clock.clone(),
+        "leadmaps",
+    );
+    let subject = Subject::User(UserId::new());
+    let uri = factors
+        .enroll(subject, "alice@example.com")
+        .await
+        .expect("enrolment seals the seed in the instance tenant");
+    let seed = OtpAuth::parse(&uri).unwrap().secret;
+    let totp = Totp::default();
+    let code = |now: OffsetDateTime| totp.format(totp.code_at(&seed, now.unix_timestamp() as u64));
+    assert_eq!(
+        factors.confirm(subject, &code(clock.now())).await.unwrap(),
+        TotpOutcome::Accepted
+    );
+    assert_eq!(factors.state(subject).await.unwrap(), FactorState::Active);
+    clock.advance(Duration::seconds(30));
+    assert_eq!(
+        factors.check(subject, &code(clock.now())).await.unwrap(),
+        TotpOutcome::Accepted
     );
 }
 

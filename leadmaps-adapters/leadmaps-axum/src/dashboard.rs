@@ -17,7 +17,7 @@ use axum::routing::{get, put};
 use leadmaps_core::audit::{AUDIT_PAGE, AuditAction, AuditDraft, AuditRecord, Target};
 use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::session::Sessions;
-use leadmaps_core::auth::totp::Subject;
+use leadmaps_core::auth::totp::{FactorState, Subject, TotpFactors};
 use leadmaps_core::store::Store;
 use leadmaps_core::tenancy::{Action, Denied, Gate, Principal, Scope, WorkspaceId};
 use serde::Deserialize;
@@ -29,7 +29,7 @@ pub struct DashboardState {
     store: Arc<dyn Store>,
     keys: Arc<ApiKeys>,
     gate: Gate,
-    sessions: Option<Arc<Sessions>>,
+    sessions: Option<(Arc<Sessions>, Arc<TotpFactors>)>,
 }
 
 impl std::fmt::Debug for DashboardState {
@@ -49,9 +49,11 @@ impl DashboardState {
         }
     }
 
-    /// Also admits signed-in members by their session cookie.
-    pub fn with_sessions(mut self, sessions: Arc<Sessions>) -> Self {
-        self.sessions = Some(sessions);
+    /// Also admits signed-in members by their session cookie. A member with an active TOTP
+    /// factor whose session has not passed it yet (the challenge is still open) is not admitted
+    /// anywhere: their own second factor is not optional.
+    pub fn with_sessions(mut self, sessions: Arc<Sessions>, totp: Arc<TotpFactors>) -> Self {
+        self.sessions = Some((sessions, totp));
         self
     }
 }
@@ -134,22 +136,34 @@ async fn principal(state: &DashboardState, headers: &HeaderMap) -> Result<Princi
                 _ => store_error(&e),
             });
     }
-    let session = match (&state.sessions, crate::auth::session_token(headers)) {
-        (Some(sessions), Some(token)) => sessions
-            .authenticate(token)
-            .await
-            .map_err(|_| status(StatusCode::UNAUTHORIZED, "sign in again"))?,
-        _ => {
-            return Err(status(
-                StatusCode::UNAUTHORIZED,
-                "an API key or a session is required",
-            ));
-        }
+    let (Some((sessions, totp)), Some(token)) =
+        (&state.sessions, crate::auth::session_token(headers))
+    else {
+        return Err(status(
+            StatusCode::UNAUTHORIZED,
+            "an API key or a session is required",
+        ));
     };
+    let session = sessions
+        .authenticate(token)
+        .await
+        .map_err(|_| status(StatusCode::UNAUTHORIZED, "sign in again"))?;
     let Subject::User(user) = session.subject else {
         // Staff reach customer workspaces only through impersonation grants.
         return Err(status(StatusCode::NOT_FOUND, "not found"));
     };
+    if !session.second_factor {
+        match totp.state(session.subject).await {
+            Ok(FactorState::Active) => {
+                return Err(status(
+                    StatusCode::UNAUTHORIZED,
+                    "finish signing in with your second factor",
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(store_error(&e)),
+        }
+    }
     let memberships = state
         .store
         .memberships(user)

@@ -100,7 +100,7 @@ async fn world() -> World {
     let keys = Arc::new(ApiKeys::new(store.clone(), vault, hasher, clock.clone()));
     let dashboard = Arc::new(
         DashboardState::new(store.clone() as Arc<dyn Store>, keys, gate.clone())
-            .with_sessions(sessions),
+            .with_sessions(sessions, totp.clone()),
     );
     World {
         router: auth_routes(state.clone())
@@ -252,6 +252,32 @@ async fn a_member_with_totp_is_challenged_and_five_wrong_codes_end_the_sign_in()
     assert_eq!(first.status, StatusCode::SEE_OTHER);
     assert_eq!(first.headers[header::LOCATION], "/auth/totp");
     let cookie = first.cookie();
+    // Until the challenge is passed the session reaches no workspace, whatever its policy.
+    let ws = WorkspaceId::new();
+    let provisioning = Principal::System(SystemTask::Provisioning);
+    w.store
+        .create_workspace(
+            &w.gate
+                .authorize(&provisioning, ws, Action::WorkspaceCreate)
+                .unwrap(),
+            "w",
+            Region::Eu,
+            w.clock.now(),
+        )
+        .await
+        .unwrap();
+    w.store
+        .set_membership(
+            &w.gate
+                .authorize(&provisioning, ws, Action::MemberManage)
+                .unwrap(),
+            alice,
+            Role::Viewer,
+        )
+        .await
+        .unwrap();
+    let half = w.get(&format!("/api/v1/workspaces/{ws}"), &cookie).await;
+    assert_eq!(half.status, StatusCode::UNAUTHORIZED, "{}", half.body);
     for n in 1..CHALLENGE_TRIES {
         let wrong = w.challenge("/auth", &cookie, "000000").await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);

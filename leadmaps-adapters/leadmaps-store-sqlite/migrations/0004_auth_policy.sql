@@ -42,3 +42,10 @@ CREATE TABLE staff (
     email      TEXT    NOT NULL UNIQUE COLLATE BINARY,
     created_at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+
+-- The instance tenant (the nil id, `WorkspaceId::INSTANCE`): people's own secrets, such as TOTP
+-- seeds, are sealed under its tenant keys, whose rows refer to a workspace row. Only the
+-- identity system task reaches it through the gate; it has no members, sites or events.
+INSERT INTO workspaces (workspace_id, name, region, created_at)
+VALUES (zeroblob(16), 'leadmaps instance', 'eu', 0)
+ON CONFLICT (workspace_id) DO NOTHING;
