@@ -633,6 +633,8 @@ async fn serve(
             recovery: Arc::new(RecoveryCodes::new(store.clone())),
             step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
             mailer: mailer(&mail)?,
+            audit: store.clone(),
+            gate: gate.clone(),
             clock: clock.clone(),
         },
         mail.public_url.clone(),

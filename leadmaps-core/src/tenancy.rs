@@ -523,8 +523,11 @@ impl Gate {
         workspace: WorkspaceId,
         action: Action,
     ) -> Result<Scope, Denied> {
+        // The instance tenant holds people's own secrets and security events: only the identity
+        // task reaches it, and the audit task reads its log.
         if workspace == WorkspaceId::INSTANCE
             && *principal != Principal::System(SystemTask::Identity)
+            && *principal != Principal::System(SystemTask::Audit)
         {
             return Err(Denied::NotAMember);
         }
@@ -593,7 +596,9 @@ impl Gate {
             }
             Principal::System(task) => {
                 let instance_only = *task == SystemTask::Identity;
-                if instance_only != (workspace == WorkspaceId::INSTANCE) || !task.permits(action) {
+                let anywhere = *task == SystemTask::Audit;
+                let placed = anywhere || instance_only == (workspace == WorkspaceId::INSTANCE);
+                if !placed || !task.permits(action) {
                     return Err(Denied::ActionNotPermitted);
                 }
                 Actor::System(*task)
@@ -751,6 +756,16 @@ mod tests {
                 Action::WorkspaceCreate
             ),
             Err(Denied::NotAMember)
+        );
+        // The audit task reads the instance tenant's log, and nothing else there.
+        let auditor = Principal::System(SystemTask::Audit);
+        assert!(
+            gate.authorize(&auditor, WorkspaceId::INSTANCE, Action::AuditRead)
+                .is_ok()
+        );
+        assert_eq!(
+            gate.authorize(&auditor, WorkspaceId::INSTANCE, Action::SecretRead),
+            Err(Denied::ActionNotPermitted)
         );
         let admin = Principal::member(UserId::new(), [(WorkspaceId::INSTANCE, Role::Admin)]);
         // Even a (forged) membership cannot reach the instance tenant.

@@ -12,7 +12,7 @@
 //!   challenge at `{prefix}/totp`. There is no `next` parameter, so no open redirect.
 //! - `POST {prefix}/totp` takes a TOTP code or a recovery code; [`CHALLENGE_TRIES`] wrong ones end
 //!   the sign-in. On success the session is rotated into one that passed a second factor. A code
-//!   that was already used is refused, logged as `totp.reuse_detected` and its holder is told by
+//!   that was already used is refused, audited as `totp.reuse_detected` and its holder is told by
 //!   e-mail.
 //! - Customers manage their factor with JSON routes: `{prefix}/totp/enroll`,
 //!   `{prefix}/totp/enroll/confirm` (returns the first recovery codes) and
@@ -35,6 +35,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use ipnet::IpNet;
+use leadmaps_core::audit::{AuditAction, AuditDraft, AuditStore, Target};
 use leadmaps_core::auth::IdentityStore;
 use leadmaps_core::auth::recovery::{Issued, RecoveryCodes};
 use leadmaps_core::auth::session::{
@@ -44,6 +45,7 @@ use leadmaps_core::auth::staff::{SensitiveAction, StepUp, staff_principal};
 use leadmaps_core::auth::totp::{FactorState, Subject, TotpFactors, TotpOutcome};
 use leadmaps_core::clock::Clock;
 use leadmaps_core::mail::{Address, Email, Mailer};
+use leadmaps_core::tenancy::{Action, Gate, Principal, SystemTask, WorkspaceId};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -63,6 +65,10 @@ pub struct AuthServices {
     pub step_up: Arc<StepUp>,
     /// Where sign-in links and security notices go out.
     pub mailer: Arc<dyn Mailer>,
+    /// Where security events are recorded (the instance tenant's audit log).
+    pub audit: Arc<dyn AuditStore>,
+    /// The gate, for the identity task's scope on the instance tenant.
+    pub gate: Gate,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }
@@ -477,13 +483,35 @@ fn is_totp_code(code: &str) -> bool {
     code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Tells the holder that a used code was entered again and logs it. The audit record itself
-/// (`totp.reuse_detected`) is written by the audit log once it exists; until then the log line
-/// carries the subject id and nothing else.
+/// Records `totp.reuse_detected` in the instance tenant's audit log (people are not tenants, so
+/// their security events live there, with the identity task as actor) and tells the holder.
 fn report_reuse(ctx: &Ctx, subject: Subject) {
-    tracing::warn!(event = "totp.reuse_detected", subject = ?subject, "a used TOTP code was submitted again");
     let ctx = ctx.clone();
     tokio::spawn(async move {
+        let services = ctx.services();
+        let identity = Principal::System(SystemTask::Identity);
+        let recorded =
+            match services
+                .gate
+                .authorize(&identity, WorkspaceId::INSTANCE, Action::SecretRead)
+            {
+                Ok(scope) => {
+                    let target = match subject {
+                        Subject::User(id) => Target::user(id),
+                        Subject::Staff(id) => Target::staff(id),
+                    };
+                    let draft = AuditDraft::new(&scope, AuditAction::TotpReuseDetected, target);
+                    services
+                        .audit
+                        .append_audit(&scope, draft, services.clock.now())
+                        .await
+                        .map(drop)
+                }
+                Err(denied) => Err(denied.into()),
+            };
+        if let Err(error) = recorded {
+            tracing::error!(kind = ?error.kind(), "totp.reuse_detected could not be audited");
+        }
         let Some(to) = ctx.address(subject).await else {
             return;
         };

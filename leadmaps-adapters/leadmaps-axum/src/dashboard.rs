@@ -347,7 +347,11 @@ async fn set_policy(
     )
     .with_before(json!({"require_totp": before.require_totp}))
     .with_after(json!({"require_totp": policy.require_totp}));
-    if let Err(e) = state.store.append_audit(&scope, draft, state.gate.now()).await {
+    if let Err(e) = state
+        .store
+        .append_audit(&scope, draft, state.gate.now())
+        .await
+    {
         return store_error(&e);
     }
     match state.store.set_workspace_policy(&scope, &policy).await {

@@ -67,6 +67,8 @@ async fn world() -> World {
             recovery: Arc::new(RecoveryCodes::new(store.clone())),
             step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
             mailer: outbox.clone(),
+            audit: store.clone(),
+            gate: Gate::new(clock.clone()),
             clock: clock.clone(),
         },
         "https://app.example",

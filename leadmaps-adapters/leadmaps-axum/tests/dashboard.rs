@@ -202,7 +202,11 @@ async fn audit_count(w: &World, ws: WorkspaceId) -> usize {
     use leadmaps_core::audit::AuditStore;
     let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
     let scope = w.gate.authorize(&admin, ws, Action::AuditRead).unwrap();
-    w.store.audit_records(&scope, 0, 10_000).await.unwrap().len()
+    w.store
+        .audit_records(&scope, 0, 10_000)
+        .await
+        .unwrap()
+        .len()
 }
 
 #[tokio::test]
@@ -212,13 +216,21 @@ async fn every_mutating_route_writes_exactly_one_audit_record_and_the_log_shows_
         let before = audit_count(&w, w.a).await;
         let (status, _) = call(&w, method, &path(template, w.a), Some(&w.key_a_read)).await;
         assert_eq!(status, StatusCode::OK, "{method} {template}");
-        assert_eq!(audit_count(&w, w.a).await, before + 1, "{method} {template}");
+        assert_eq!(
+            audit_count(&w, w.a).await,
+            before + 1,
+            "{method} {template}"
+        );
         // Refused requests write nothing.
         let (status, _) = call(&w, method, &path(template, w.b), Some(&w.key_a_read)).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = call(&w, method, &path(template, w.a), Some(&w.key_a_ingest_only)).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(audit_count(&w, w.a).await, before + 1, "{method} {template}");
+        assert_eq!(
+            audit_count(&w, w.a).await,
+            before + 1,
+            "{method} {template}"
+        );
         assert_eq!(audit_count(&w, w.b).await, 0);
     }
 

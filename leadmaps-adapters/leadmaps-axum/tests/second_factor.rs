@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use leadmaps_axum::auth::{AuthServices, AuthState, STAFF_ROUTES, auth_routes, staff_routes};
 use leadmaps_axum::dashboard::{DashboardState, dashboard_routes};
+use leadmaps_core::audit::{AuditAction, AuditStore};
 use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::otp::{OtpAuth, Totp};
 use leadmaps_core::auth::recovery::RecoveryCodes;
@@ -92,6 +93,8 @@ async fn world() -> World {
             recovery: Arc::new(RecoveryCodes::new(store.clone())),
             step_up: step_up.clone(),
             mailer: outbox.clone(),
+            audit: store.clone(),
+            gate: gate.clone(),
             clock: clock.clone(),
         },
         "https://app.example",
@@ -346,6 +349,22 @@ async fn the_right_code_rotates_the_session_and_a_reused_one_is_refused_and_repo
         "alice@example.com",
         "the holder is told"
     );
+    // ... and the instance tenant's audit log holds the event, naming Alice.
+    let auditor = w
+        .gate
+        .authorize(
+            &Principal::System(SystemTask::Audit),
+            WorkspaceId::INSTANCE,
+            Action::AuditRead,
+        )
+        .unwrap();
+    let log = w.store.audit_records(&auditor, 0, 100).await.unwrap();
+    let reuse: Vec<_> = log
+        .iter()
+        .filter(|r| r.action == AuditAction::TotpReuseDetected)
+        .collect();
+    assert_eq!(reuse.len(), 1);
+    assert_eq!(reuse[0].target.id, alice.to_string());
     assert!(
         !notice.contains(&code),
         "the notice does not repeat the code"

@@ -788,6 +788,8 @@ async fn a_sign_in_link_travels_by_smtp_and_signs_in_once() {
             recovery: Arc::new(RecoveryCodes::new(store.clone())),
             step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
             mailer,
+            audit: store.clone(),
+            gate: Gate::new(clock.clone()),
             clock,
         },
         "https://app.example",
