@@ -34,6 +34,20 @@ pub(crate) fn bound_nanos(at: OffsetDateTime) -> i64 {
     i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// An audit time (whole microseconds, see [`leadmaps_core::audit::audit_time`]) as unix
+/// microseconds: exact for every such time, and for any year.
+///
+/// # Errors
+/// [`Error::Invalid`] for a time with a sub-microsecond part, which no sealed record or signed
+/// checkpoint has: keeping it would change what the hash or MAC covers.
+pub(crate) fn unix_micros(at: OffsetDateTime) -> Result<i64> {
+    let nanos = at.unix_timestamp_nanos();
+    if nanos % 1_000 != 0 {
+        return Err(Error::invalid("audit time is not in whole microseconds"));
+    }
+    i64::try_from(nanos / 1_000).map_err(|_| Error::invalid("audit time out of range"))
+}
+
 /// The Julian day number of 1970-01-01.
 const UNIX_EPOCH_JULIAN_DAY: i32 = OffsetDateTime::UNIX_EPOCH.date().to_julian_day();
 
@@ -57,6 +71,13 @@ pub(crate) fn get_time(row: &Row<'_>, column: usize) -> rusqlite::Result<OffsetD
     let nanos: i64 = row.get(column)?;
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
         .map_err(|_| corrupt(column, Type::Integer, "timestamp"))
+}
+
+/// Reads an audit time column (unix microseconds).
+pub(crate) fn get_micros(row: &Row<'_>, column: usize) -> rusqlite::Result<OffsetDateTime> {
+    let micros: i64 = row.get(column)?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+        .map_err(|_| corrupt(column, Type::Integer, "audit time"))
 }
 
 /// Reads a region column.
@@ -134,6 +155,35 @@ mod tests {
         assert_eq!(
             unix_nanos(far).unwrap_err().kind(),
             leadmaps_core::ErrorKind::Invalid
+        );
+    }
+
+    #[test]
+    fn audit_times_round_trip_in_whole_microseconds() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for at in [
+            OffsetDateTime::UNIX_EPOCH + Duration::days(20_500) + Duration::microseconds(123_456),
+            OffsetDateTime::UNIX_EPOCH - Duration::microseconds(1),
+            // Beyond the nanosecond columns' range: microseconds cover any year.
+            OffsetDateTime::UNIX_EPOCH + Duration::days(365 * 3_000),
+        ] {
+            let back = conn
+                .query_row("SELECT ?1", [unix_micros(at).unwrap()], |row| {
+                    get_micros(row, 0)
+                })
+                .unwrap();
+            assert_eq!(back, at);
+        }
+        assert_eq!(
+            unix_micros(OffsetDateTime::UNIX_EPOCH + Duration::nanoseconds(1_001))
+                .unwrap_err()
+                .kind(),
+            leadmaps_core::ErrorKind::Invalid,
+            "never rounded"
+        );
+        assert!(
+            conn.query_row("SELECT ?1", [i64::MAX], |row| get_micros(row, 0))
+                .is_err()
         );
     }
 

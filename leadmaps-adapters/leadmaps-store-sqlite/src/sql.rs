@@ -257,6 +257,26 @@ pub(crate) const SELECT_API_KEY: &str = "SELECT key_id, workspace_id, name, acti
 pub(crate) const TOUCH_API_KEY: &str = "UPDATE api_keys SET last_used_at = ?2 \
      WHERE key_id = ?1 AND coalesce(last_used_at, -9223372036854775808) < ?2";
 
+// The audit log. Appends are one IMMEDIATE transaction: read the head, seal, insert.
+
+/// The head of a workspace's log: its last record's seq and hash (no row: an empty log).
+pub(crate) const SELECT_AUDIT_HEAD: &str = "SELECT seq, hash FROM audit_records \
+     WHERE workspace_id = ?1 ORDER BY seq DESC LIMIT 1";
+/// Appends a sealed record; the schema refuses any but the next seq, chained to the head.
+pub(crate) const INSERT_AUDIT_RECORD: &str = "INSERT INTO audit_records (workspace_id, seq, id, at, actor_kind, \
+     actor_subject, actor_grant, action, target_kind, target_id, before, after, patch, request_id, \
+     prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+/// A page of a workspace's log: at most `?3` records with a seq above `?2`, ascending.
+pub(crate) const SELECT_AUDIT_RECORDS: &str = "SELECT workspace_id, seq, id, at, actor_kind, actor_subject, actor_grant, \
+     action, target_kind, target_id, before, after, patch, request_id, prev_hash, hash \
+     FROM audit_records WHERE workspace_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+/// Stores a checkpoint unless the identical one is stored.
+pub(crate) const INSERT_AUDIT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (workspace_id, at, seq, head_hash, key_id, mac) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING";
+/// A workspace's checkpoints, by time, then seq.
+pub(crate) const SELECT_AUDIT_CHECKPOINTS: &str = "SELECT workspace_id, seq, head_hash, at, key_id, mac \
+     FROM audit_checkpoints WHERE workspace_id = ?1 ORDER BY at, seq";
+
 /// Statements confined to one workspace: `?1` is always `scope.workspace()`.
 #[cfg(test)]
 pub(crate) const SCOPED: &[&str] = &[
@@ -290,6 +310,11 @@ pub(crate) const SCOPED: &[&str] = &[
     INSERT_API_KEY,
     SELECT_API_KEYS,
     REVOKE_API_KEY,
+    SELECT_AUDIT_HEAD,
+    INSERT_AUDIT_RECORD,
+    SELECT_AUDIT_RECORDS,
+    INSERT_AUDIT_CHECKPOINT,
+    SELECT_AUDIT_CHECKPOINTS,
 ];
 
 /// Statements that span workspaces, each used only by a scope-less trait method that returns ids,
@@ -360,6 +385,8 @@ mod tests {
         "salt_destructions",
         "events",
         "drop_counts",
+        "audit_records",
+        "audit_checkpoints",
     ];
 
     #[test]
@@ -411,6 +438,9 @@ mod tests {
             HAS_EVENT,
             SELECT_DROP_COUNTS,
             DELETE_EVENTS_BEFORE,
+            SELECT_AUDIT_HEAD,
+            SELECT_AUDIT_RECORDS,
+            SELECT_AUDIT_CHECKPOINTS,
         ] {
             let steps = plan(sql);
             assert!(
