@@ -1,7 +1,7 @@
 //! The doctor: reads the catalog and reports what would weaken the second gate.
 //!
 //! It only reads (`pg_class`, `pg_attribute`, `pg_index`, `pg_policy`, `pg_proc`, `pg_operator`,
-//! `pg_roles`), so any role that may connect can run it; it changes nothing. What it looks at is
+//! `pg_roles`, `pg_trigger`), so any role that may connect can run it; it changes nothing. What it looks at is
 //! schema `leadmaps`, where every table with a `workspace_id` column is customer data.
 //!
 //! How it finds the functions a policy calls: it parses the stored expression trees
@@ -45,6 +45,9 @@ pub enum FindingKind {
     ViewWithoutSecurityInvoker,
     /// A customer-data table without an index whose first column is `workspace_id`.
     MissingWorkspaceIndex,
+    /// An audit table (`audit_records`, `audit_checkpoints`) the app role may UPDATE or DELETE,
+    /// or whose append-only trigger is missing or disabled.
+    AuditNotAppendOnly,
 }
 
 impl FindingKind {
@@ -60,6 +63,7 @@ impl FindingKind {
             FindingKind::TruncateGranted => "truncate_granted",
             FindingKind::ViewWithoutSecurityInvoker => "view_without_security_invoker",
             FindingKind::MissingWorkspaceIndex => "missing_workspace_index",
+            FindingKind::AuditNotAppendOnly => "audit_not_append_only",
         }
     }
 }
@@ -195,7 +199,10 @@ pub async fn doctor(config: &PostgresConfig) -> Result<DoctorReport> {
 /// - an app role that does not exist, is a superuser, bypasses row-level security, or is a member
 ///   of a role that is either or owns tables of the schema;
 /// - TRUNCATE on a customer-data table held by any role but the table's owner (or by PUBLIC);
-/// - views of the schema without `security_invoker=true`, and materialized views.
+/// - views of the schema without `security_invoker=true`, and materialized views;
+/// - audit tables the app role may UPDATE or DELETE, or without their enabled append-only
+///   trigger (a BEFORE trigger running `leadmaps.audit_append_only()` on UPDATE, DELETE and
+///   TRUNCATE).
 ///
 /// # Errors
 /// [`leadmaps_core::Error::Unavailable`] when the connection fails; other errors of the catalog
@@ -208,6 +215,7 @@ pub async fn doctor_client(client: &Client, app_role: &str) -> Result<DoctorRepo
     role(client, app_role, &mut report).await?;
     truncate(client, &mut report).await?;
     views(client, &mut report).await?;
+    append_only(client, app_role, &mut report).await?;
     report
         .findings
         .sort_by(|a, b| (a.kind, &a.object).cmp(&(b.kind, &b.object)));
@@ -446,6 +454,56 @@ async fn truncate(client: &Client, report: &mut DoctorReport) -> Result<()> {
             grant,
             "TRUNCATE ignores row-level security: this role can empty every workspace's rows",
         );
+    }
+    Ok(())
+}
+
+/// The audit log's tables: append-only for everyone (migration V9).
+const APPEND_ONLY_TABLES: &[&str] = &["audit_records", "audit_checkpoints"];
+
+async fn append_only(client: &Client, app_role: &str, report: &mut DoctorReport) -> Result<()> {
+    // tgtype bits: 2 BEFORE, 8 DELETE, 16 UPDATE, 32 TRUNCATE. Enabled means 'O' (origin) or 'A'
+    // (always); 'R' fires only under session_replication_role = replica, 'D' never.
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname),
+                    coalesce((SELECT bit_or(t.tgtype::integer) & 56
+                              FROM pg_catalog.pg_trigger AS t
+                              WHERE t.tgrelid = c.oid AND NOT t.tgisinternal
+                                AND t.tgenabled IN ('O', 'A') AND t.tgtype::integer & 2 = 2
+                                AND t.tgfoid = to_regproc('leadmaps.audit_append_only')), 0) = 56,
+                    CASE WHEN r.oid IS NULL THEN false
+                         ELSE pg_catalog.has_any_column_privilege(r.oid, c.oid, 'UPDATE')
+                              OR pg_catalog.has_table_privilege(r.oid, c.oid, 'DELETE') END,
+                    quote_ident($2::text)
+             FROM pg_catalog.pg_class AS c
+             JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+             LEFT JOIN pg_catalog.pg_roles AS r ON r.rolname = $2::text
+             WHERE n.nspname = 'leadmaps' AND c.relkind IN ('r', 'p') AND c.relname = ANY($1::text[])
+             ORDER BY 1",
+            &[&APPEND_ONLY_TABLES, &app_role],
+        )
+        .await
+        .map_err(pg)?;
+    for row in rows {
+        let name: String = row.try_get(0).map_err(pg)?;
+        let guarded: bool = row.try_get(1).map_err(pg)?;
+        let writable: bool = row.try_get(2).map_err(pg)?;
+        if !guarded {
+            report.push(
+                FindingKind::AuditNotAppendOnly,
+                &name,
+                "the append-only trigger is missing or disabled: the owner or a superuser can rewrite the audit log with plain SQL",
+            );
+        }
+        if writable {
+            let role: String = row.try_get(3).map_err(pg)?;
+            report.push(
+                FindingKind::AuditNotAppendOnly,
+                format!("{name} TO {role}"),
+                "the app role may UPDATE or DELETE audit rows: the log must be append-only",
+            );
+        }
     }
     Ok(())
 }

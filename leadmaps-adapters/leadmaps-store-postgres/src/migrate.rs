@@ -69,6 +69,7 @@ migrations!(
     (5, "identity"),
     (6, "step_up"),
     (8, "auth_policy"),
+    (9, "audit"),
 );
 
 /// The schema version this build needs.

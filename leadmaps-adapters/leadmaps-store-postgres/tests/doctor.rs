@@ -90,7 +90,10 @@ async fn every_planted_fault_is_found() {
                      -- Views: one with its owner's rights, one right, one materialized.
                      CREATE VIEW leadmaps.fault_view AS SELECT workspace_id, name FROM leadmaps.secrets;
                      CREATE VIEW leadmaps.fine_view WITH (security_invoker = on) AS SELECT workspace_id FROM leadmaps.secrets;
-                     CREATE MATERIALIZED VIEW leadmaps.fault_matview AS SELECT workspace_id FROM leadmaps.sites;"
+                     CREATE MATERIALIZED VIEW leadmaps.fault_matview AS SELECT workspace_id FROM leadmaps.sites;
+                     -- The audit log: a disabled append-only trigger, and a DELETE for the app role.
+                     ALTER TABLE leadmaps.audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only;
+                     GRANT DELETE ON leadmaps.audit_records TO {DEFAULT_APP_ROLE};"
                 ))
                 .await;
                 planted.unwrap();
@@ -121,6 +124,8 @@ async fn every_planted_fault_is_found() {
                     (FindingKind::TruncateGranted, "leadmaps.events TO leadmaps_app"),
                     (FindingKind::ViewWithoutSecurityInvoker, "leadmaps.fault_view"),
                     (FindingKind::ViewWithoutSecurityInvoker, "leadmaps.fault_matview"),
+                    (FindingKind::AuditNotAppendOnly, "leadmaps.audit_checkpoints"),
+                    (FindingKind::AuditNotAppendOnly, "leadmaps.audit_records TO leadmaps_app"),
                 ]
                 .into_iter()
                 .map(|(kind, object)| (kind, object.to_owned()))

@@ -74,6 +74,16 @@ const TABLES: &[Table] = &[
         update: Some("revoked_at = revoked_at"),
         delete: false,
     },
+    Table {
+        name: "leadmaps.audit_records",
+        update: None,
+        delete: false,
+    },
+    Table {
+        name: "leadmaps.audit_checkpoints",
+        update: None,
+        delete: false,
+    },
 ];
 
 /// One row for `ws` in `table`; `n` varies the keys so several rows of one workspace can coexist.
@@ -111,6 +121,14 @@ fn row_sql(table: &str, ws: Uuid, n: u8) -> String {
                      decode(repeat('00', 32), 'hex'), '\\x01', now())"
             );
         }
+        "leadmaps.audit_records" => format!(
+            "('{ws}', {n}, gen_random_uuid(), now(), 'collector', '', NULL, 'site.added', 'site',
+              'x', NULL, NULL, '[]', NULL, decode(lpad('{n}', 64, '0'), 'hex'),
+              decode(repeat('00', 32), 'hex'))"
+        ),
+        "leadmaps.audit_checkpoints" => format!(
+            "('{ws}', now(), {n}, decode(repeat('00', 32), 'hex'), 1, decode(repeat('00', 32), 'hex'))"
+        ),
         other => panic!("no row for {other}"),
     };
     format!("INSERT INTO {table} VALUES {values}")
@@ -395,7 +413,9 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                     "SELECT p.proname::text, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner)::text,
                             has_function_privilege($1, p.oid, 'EXECUTE'),
                             p.proacl IS NOT NULL AND NOT EXISTS (SELECT FROM aclexplode(p.proacl) x WHERE x.grantee = 0)
-                     FROM pg_proc p WHERE p.pronamespace = 'leadmaps'::regnamespace ORDER BY 1",
+                     FROM pg_proc p WHERE p.pronamespace = 'leadmaps'::regnamespace
+                       AND p.prorettype <> 'pg_catalog.trigger'::regtype
+                     ORDER BY 1",
                     &[&DEFAULT_APP_ROLE],
                 )
                 .await
@@ -425,6 +445,31 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 let owner = if name == "ensure_event_partitions" { OWNER_ROLE } else { LOOKUP_ROLE };
                 assert_eq!(row.get::<_, String>(3), owner, "{name}: owned by {owner}");
                 assert!(row.get::<_, bool>(4), "{name}: the app role may execute it");
+                assert!(row.get::<_, bool>(5), "{name}: PUBLIC may not");
+            }
+            // Trigger functions only refuse (the audit log's append-only guard): the owner's,
+            // with the rights of whoever fires them, and nobody may call them.
+            let triggers = su
+                .query(
+                    "SELECT p.proname::text, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner)::text,
+                            has_function_privilege($1, p.oid, 'EXECUTE'),
+                            p.proacl IS NOT NULL AND NOT EXISTS (SELECT FROM aclexplode(p.proacl) x WHERE x.grantee = 0)
+                     FROM pg_proc p WHERE p.pronamespace = 'leadmaps'::regnamespace
+                       AND p.prorettype = 'pg_catalog.trigger'::regtype
+                     ORDER BY 1",
+                    &[&DEFAULT_APP_ROLE],
+                )
+                .await
+                .unwrap();
+            let names: Vec<String> = triggers.iter().map(|row| row.get(0)).collect();
+            assert_eq!(names, ["audit_append_only"]);
+            for row in &triggers {
+                let name: String = row.get(0);
+                let config: Vec<String> = row.get(2);
+                assert!(!row.get::<_, bool>(1), "{name}: not SECURITY DEFINER");
+                assert_eq!(config, ["search_path=pg_catalog, pg_temp"], "{name}: fixed search_path");
+                assert_eq!(row.get::<_, String>(3), OWNER_ROLE, "{name}: owned by the owner");
+                assert!(!row.get::<_, bool>(4), "{name}: the app role may not execute it");
                 assert!(row.get::<_, bool>(5), "{name}: PUBLIC may not");
             }
             let lookup_columns = |privilege: &'static str| {
