@@ -227,16 +227,43 @@ pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
     assert_eq!(
         kind(
             store
-                .set_workspace_policy(&f.a(Action::WorkspaceRead), &strict)
+                .set_workspace_policy(&f.a(Action::WorkspaceRead), &strict, f.clock.now())
                 .await
         ),
         ErrorKind::Denied
     );
-    let updated = store
-        .set_workspace_policy(&f.a(Action::WorkspaceUpdate), &strict)
+    let (updated, record) = store
+        .set_workspace_policy(&f.a(Action::WorkspaceUpdate), &strict, f.clock.now())
         .await
         .unwrap();
     assert!(updated.policy.require_totp);
+    // The change and its audit record are one: the record is in the log, chained, with the
+    // policy before and after.
+    assert_eq!(
+        record.action,
+        crate::audit::AuditAction::WorkspacePolicyUpdated
+    );
+    assert_eq!(
+        record.before,
+        Some(serde_json::json!({"require_totp": false}))
+    );
+    assert_eq!(
+        record.after,
+        Some(serde_json::json!({"require_totp": true}))
+    );
+    let log = store
+        .audit_records(&f.a(Action::AuditRead), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(log, std::slice::from_ref(&record));
+    assert_eq!(
+        store
+            .audit_records(&f.b(Action::AuditRead), 0, 100)
+            .await
+            .unwrap(),
+        [],
+        "nothing in the other workspace's log"
+    );
     assert_eq!(updated.name, "Workspace A", "nothing else changed");
     assert!(
         store
@@ -287,9 +314,19 @@ pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
             .is_ok()
     );
     store
-        .set_workspace_policy(&f.a(Action::WorkspaceUpdate), &WorkspacePolicy::default())
+        .set_workspace_policy(
+            &f.a(Action::WorkspaceUpdate),
+            &WorkspacePolicy::default(),
+            f.clock.now(),
+        )
         .await
         .unwrap();
+    let log = store
+        .audit_records(&f.a(Action::AuditRead), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].prev_hash, log[0].hash, "chained");
     assert!(
         store
             .memberships(alice.id)

@@ -142,15 +142,27 @@ impl WorkspaceStore for MemoryStore {
         &self,
         scope: &Scope,
         policy: &WorkspacePolicy,
-    ) -> Result<Workspace> {
+        at: OffsetDateTime,
+    ) -> Result<(Workspace, AuditRecord)> {
         scope.require(Action::WorkspaceUpdate)?;
+        // One lock over the change and its record: both happen or neither.
         let mut state = self.state();
+        let before = state
+            .workspaces
+            .get(&scope.workspace())
+            .ok_or(Error::NotFound)?
+            .policy;
+        let draft = WorkspacePolicy::audit_draft(scope, &before, policy);
+        draft.check_scope(scope)?;
+        let log = state.audit.entry(scope.workspace()).or_default();
+        let record = seal(log.last(), scope.workspace(), draft, at, AuditId::new())?;
+        log.push(record.clone());
         let workspace = state
             .workspaces
             .get_mut(&scope.workspace())
             .ok_or(Error::NotFound)?;
         workspace.policy = *policy;
-        Ok(workspace.clone())
+        Ok((workspace.clone(), record))
     }
 }
 

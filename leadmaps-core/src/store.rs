@@ -37,6 +37,29 @@ pub struct WorkspacePolicy {
     pub require_totp: bool,
 }
 
+impl WorkspacePolicy {
+    /// As JSON, for audit records.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "require_totp": self.require_totp })
+    }
+
+    /// The audit record of a change from `before` to `after`, by the holder of `scope`: every
+    /// store writes exactly this with the change.
+    pub fn audit_draft(
+        scope: &Scope,
+        before: &WorkspacePolicy,
+        after: &WorkspacePolicy,
+    ) -> crate::audit::AuditDraft {
+        crate::audit::AuditDraft::new(
+            scope,
+            crate::audit::AuditAction::WorkspacePolicyUpdated,
+            crate::audit::Target::workspace(scope.workspace()),
+        )
+        .with_before(before.to_json())
+        .with_after(after.to_json())
+    }
+}
+
 /// Longest workspace name, in bytes.
 pub const MAX_WORKSPACE_NAME: usize = 200;
 /// Longest secret name, in bytes.
@@ -102,15 +125,18 @@ pub trait WorkspaceStore: Send + Sync {
     /// [`Error::NotFound`], [`Error::Invalid`].
     async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace>;
 
-    /// Replaces the workspace's policy. Requires [`Action::WorkspaceUpdate`].
+    /// Replaces the workspace's policy and appends its audit record
+    /// ([`WorkspacePolicy::audit_draft`] of the stored and the new policy, sealed at `at`) in the
+    /// same transaction: both commit or neither. Requires [`Action::WorkspaceUpdate`].
     ///
     /// # Errors
-    /// [`Error::NotFound`].
+    /// [`Error::NotFound`]; any error of the audit append, with nothing changed.
     async fn set_workspace_policy(
         &self,
         scope: &Scope,
         policy: &WorkspacePolicy,
-    ) -> Result<Workspace>;
+        at: OffsetDateTime,
+    ) -> Result<(Workspace, crate::audit::AuditRecord)>;
 }
 
 /// A sealed secret as stored: the blob is a v1 envelope whose context is rebuilt from the

@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use leadmaps_core::audit::{AUDIT_PAGE, AuditAction, AuditDraft, AuditRecord, Target};
+use leadmaps_core::audit::{AUDIT_PAGE, AuditAction, AuditRecord};
 use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::session::Sessions;
 use leadmaps_core::auth::totp::{FactorState, Subject, TotpFactors};
@@ -335,27 +335,13 @@ async fn set_policy(
     let policy = leadmaps_core::store::WorkspacePolicy {
         require_totp: body.require_totp,
     };
-    let before = match state.store.workspace(&scope).await {
-        Ok(ws) => ws.policy,
-        Err(e) => return store_error(&e),
-    };
-    // Log, then act: no change without its record.
-    let draft = AuditDraft::new(
-        &scope,
-        AuditAction::WorkspacePolicyUpdated,
-        Target::workspace(scope.workspace()),
-    )
-    .with_before(json!({"require_totp": before.require_totp}))
-    .with_after(json!({"require_totp": policy.require_totp}));
-    if let Err(e) = state
+    // The change and its audit record commit together, or neither does.
+    match state
         .store
-        .append_audit(&scope, draft, state.gate.now())
+        .set_workspace_policy(&scope, &policy, state.gate.now())
         .await
     {
-        return store_error(&e);
-    }
-    match state.store.set_workspace_policy(&scope, &policy).await {
-        Ok(ws) => {
+        Ok((ws, _)) => {
             axum::Json(json!({"policy": {"require_totp": ws.policy.require_totp}})).into_response()
         }
         Err(e) => store_error(&e),

@@ -112,6 +112,75 @@ fn checkpoint_from_row(row: &tokio_postgres::Row) -> Result<Checkpoint> {
     })
 }
 
+/// Appends the next record of `workspace` inside `tx` (a scoped, writing transaction): takes the
+/// workspace's append lock, reads the head, seals and inserts. Used by `append_audit` and by every
+/// mutation that writes its audit record in its own transaction.
+pub(crate) async fn append_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    workspace: WorkspaceId,
+    draft: AuditDraft,
+    at: OffsetDateTime,
+) -> Result<AuditRecord> {
+    // Workspaces whose hashes collide share a lock: that only serialises them. The head is
+    // read in the next statement, whose snapshot is taken after the lock is held, so it sees
+    // the record of whoever held it before.
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))")
+        .await
+        .map_err(pg)?;
+    tx.execute(&lock, &[&LOCK_CLASS, &id(workspace)])
+        .await
+        .map_err(pg)?;
+    let head = tx
+        .prepare_cached(
+            "SELECT seq, hash FROM leadmaps.audit_records WHERE workspace_id = $1
+                 ORDER BY seq DESC LIMIT 1",
+        )
+        .await
+        .map_err(pg)?;
+    let head = match tx.query_opt(&head, &[&id(workspace)]).await.map_err(pg)? {
+        None => ChainHead::GENESIS,
+        Some(row) => ChainHead {
+            seq: seq_from_sql(row.try_get(0).map_err(pg)?)?,
+            hash: hash_from_sql(row.try_get(1).map_err(pg)?)?,
+        },
+    };
+    let record = seal_after(head, workspace, draft, at, AuditId::new())?;
+    let insert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO leadmaps.audit_records ({RECORD_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .await
+        .map_err(pg)?;
+    let before = record.before.as_ref().map(json_to_sql).transpose()?;
+    let after = record.after.as_ref().map(json_to_sql).transpose()?;
+    tx.execute(
+        &insert,
+        &[
+            record.id.as_uuid(),
+            &id(workspace),
+            &seq_to_sql(record.seq)?,
+            &record.at,
+            &record.actor.kind(),
+            &record.actor.subject(),
+            &record.actor.grant().map(|g| *g.as_uuid()),
+            &record.action.as_str(),
+            &record.target.kind,
+            &record.target.id,
+            &before,
+            &after,
+            &patch_to_sql(&record.patch)?,
+            &record.request_id,
+            &&record.prev_hash[..],
+            &&record.hash[..],
+        ],
+    )
+    .await
+    .map_err(|e| pg_conflict(e, "audit log moved on concurrently, retry"))?;
+    Ok(record)
+}
+
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn append_audit(
@@ -124,64 +193,8 @@ impl AuditStore for PostgresStore {
         let workspace = scope.workspace();
         let mut client = self.client().await?;
         let tx = scoped(&mut client, workspace, false).await?;
-        // Workspaces whose hashes collide share a lock: that only serialises them. The head is
-        // read in the next statement, whose snapshot is taken after the lock is held, so it sees
-        // the record of whoever held it before.
-        let lock = tx
-            .prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))")
-            .await
-            .map_err(pg)?;
-        tx.execute(&lock, &[&LOCK_CLASS, &id(workspace)])
-            .await
-            .map_err(pg)?;
-        let head = tx
-            .prepare_cached(
-                "SELECT seq, hash FROM leadmaps.audit_records WHERE workspace_id = $1
-                 ORDER BY seq DESC LIMIT 1",
-            )
-            .await
-            .map_err(pg)?;
-        let head = match tx.query_opt(&head, &[&id(workspace)]).await.map_err(pg)? {
-            None => ChainHead::GENESIS,
-            Some(row) => ChainHead {
-                seq: seq_from_sql(row.try_get(0).map_err(pg)?)?,
-                hash: hash_from_sql(row.try_get(1).map_err(pg)?)?,
-            },
-        };
-        // On any error below the transaction is dropped, so rolled back: nothing is stored.
-        let record = seal_after(head, workspace, draft, at, AuditId::new())?;
-        let insert = tx
-            .prepare_cached(&format!(
-                "INSERT INTO leadmaps.audit_records ({RECORD_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-            ))
-            .await
-            .map_err(pg)?;
-        let before = record.before.as_ref().map(json_to_sql).transpose()?;
-        let after = record.after.as_ref().map(json_to_sql).transpose()?;
-        tx.execute(
-            &insert,
-            &[
-                record.id.as_uuid(),
-                &id(workspace),
-                &seq_to_sql(record.seq)?,
-                &record.at,
-                &record.actor.kind(),
-                &record.actor.subject(),
-                &record.actor.grant().map(|g| *g.as_uuid()),
-                &record.action.as_str(),
-                &record.target.kind,
-                &record.target.id,
-                &before,
-                &after,
-                &patch_to_sql(&record.patch)?,
-                &record.request_id,
-                &&record.prev_hash[..],
-                &&record.hash[..],
-            ],
-        )
-        .await
-        .map_err(|e| pg_conflict(e, "audit log moved on concurrently, retry"))?;
+        // On any error the transaction is dropped, so rolled back: nothing is stored.
+        let record = append_in(&tx, workspace, draft, at).await?;
         tx.commit().await.map_err(pg)?;
         Ok(record)
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
+use leadmaps_core::audit::AuditRecord;
 use leadmaps_core::crypto::Purpose;
 use leadmaps_core::store::{
     Capabilities, KeyStore, MAX_SECRET_BLOB, SecretStore, Store, StoredSecret, Workspace,
@@ -296,10 +297,29 @@ impl WorkspaceStore for PostgresStore {
         &self,
         scope: &Scope,
         policy: &WorkspacePolicy,
-    ) -> Result<Workspace> {
+        at: OffsetDateTime,
+    ) -> Result<(Workspace, AuditRecord)> {
         scope.require(Action::WorkspaceUpdate)?;
         let mut client = self.client().await?;
+        // The change and its audit record in one transaction: both commit or neither.
         let tx = scoped(&mut client, scope.workspace(), false).await?;
+        let current = tx
+            .prepare_cached(
+                "SELECT require_totp FROM leadmaps.workspaces WHERE workspace_id = $1 FOR UPDATE",
+            )
+            .await
+            .map_err(pg)?;
+        let before = WorkspacePolicy {
+            require_totp: tx
+                .query_opt(&current, &[&id(scope.workspace())])
+                .await
+                .map_err(pg)?
+                .ok_or(Error::NotFound)?
+                .try_get(0)
+                .map_err(pg)?,
+        };
+        let draft = WorkspacePolicy::audit_draft(scope, &before, policy);
+        draft.check_scope(scope)?;
         let update = tx
             .prepare_cached(&format!(
                 "UPDATE leadmaps.workspaces SET require_totp = $2 WHERE workspace_id = $1
@@ -312,8 +332,9 @@ impl WorkspaceStore for PostgresStore {
             .await
             .map_err(pg)?;
         let workspace = workspace_from_row(&row.ok_or(Error::NotFound)?)?;
+        let record = crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
         tx.commit().await.map_err(pg)?;
-        Ok(workspace)
+        Ok((workspace, record))
     }
 }
 

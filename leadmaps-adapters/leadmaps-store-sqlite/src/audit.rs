@@ -10,7 +10,7 @@ use leadmaps_core::audit::{
     AuditAction, AuditActor, AuditDraft, AuditId, AuditRecord, AuditStore, ChainHead, Checkpoint,
     PatchOp, Target, canonical_json, seal_after,
 };
-use leadmaps_core::tenancy::{Action, Denied, GrantId, Scope};
+use leadmaps_core::tenancy::{Action, Denied, GrantId, Scope, WorkspaceId};
 use leadmaps_core::{Error, Result};
 use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
@@ -121,6 +121,33 @@ fn insert_record(conn: &rusqlite::Connection, record: &AuditRecord) -> Result<()
     Ok(())
 }
 
+/// Appends the next record of `workspace` inside `tx`, which must be an IMMEDIATE (writing)
+/// transaction so the head read here is still the head at commit. Used by `append_audit` and by
+/// every mutation that writes its audit record in its own transaction.
+pub(crate) fn append_in(
+    tx: &rusqlite::Transaction<'_>,
+    workspace: WorkspaceId,
+    draft: AuditDraft,
+    at: OffsetDateTime,
+) -> Result<AuditRecord> {
+    let head = {
+        let mut select = tx.prepare_cached(sql::SELECT_AUDIT_HEAD).map_err(db)?;
+        select
+            .query_row([id_bytes(workspace)], |row| {
+                Ok(ChainHead {
+                    seq: get_seq(row, 0)?,
+                    hash: row.get(1)?,
+                })
+            })
+            .optional()
+            .map_err(db)?
+            .unwrap_or(ChainHead::GENESIS)
+    };
+    let record = seal_after(head, workspace, draft, at, AuditId::new())?;
+    insert_record(tx, &record)?;
+    Ok(record)
+}
+
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(
@@ -136,22 +163,8 @@ impl AuditStore for SqliteStore {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(db)?;
-                let head = {
-                    let mut select = tx.prepare_cached(sql::SELECT_AUDIT_HEAD).map_err(db)?;
-                    select
-                        .query_row([id_bytes(workspace)], |row| {
-                            Ok(ChainHead {
-                                seq: get_seq(row, 0)?,
-                                hash: row.get(1)?,
-                            })
-                        })
-                        .optional()
-                        .map_err(db)?
-                        .unwrap_or(ChainHead::GENESIS)
-                };
-                // On any error below `tx` is dropped, rolling back: nothing is stored.
-                let record = seal_after(head, workspace, draft, at, AuditId::new())?;
-                insert_record(&tx, &record)?;
+                // On any error `tx` is dropped, rolling back: nothing is stored.
+                let record = append_in(&tx, workspace, draft, at)?;
                 tx.commit().map_err(db)?;
                 Ok(record)
             })

@@ -1,10 +1,11 @@
 //! [`WorkspaceStore`] on the `workspaces` table.
 
 use async_trait::async_trait;
+use leadmaps_core::audit::AuditRecord;
 use leadmaps_core::store::{Workspace, WorkspacePolicy, WorkspaceStore, validate_workspace_name};
 use leadmaps_core::tenancy::{Action, Region, Scope};
 use leadmaps_core::{Error, Result};
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
@@ -90,17 +91,39 @@ impl WorkspaceStore for SqliteStore {
         &self,
         scope: &Scope,
         policy: &WorkspacePolicy,
-    ) -> Result<Workspace> {
+        at: OffsetDateTime,
+    ) -> Result<(Workspace, AuditRecord)> {
         scope.require(Action::WorkspaceUpdate)?;
-        let (id, require_totp) = (id_bytes(scope.workspace()), policy.require_totp);
+        let (scope, policy) = (scope.clone(), *policy);
+        let id = id_bytes(scope.workspace());
         self.conn
             .run(move |conn| {
-                let mut update = conn.prepare_cached(sql::SET_WORKSPACE_POLICY).map_err(db)?;
-                update
-                    .query_row(params![id, i64::from(require_totp)], read_workspace)
-                    .optional()
-                    .map_err(db)?
-                    .ok_or(Error::NotFound)
+                // The change and its audit record in one transaction: both or neither.
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db)?;
+                let before = {
+                    let mut select = tx.prepare_cached(sql::SELECT_WORKSPACE).map_err(db)?;
+                    select
+                        .query_row([&id], read_workspace)
+                        .optional()
+                        .map_err(db)?
+                        .ok_or(Error::NotFound)?
+                        .policy
+                };
+                let draft = WorkspacePolicy::audit_draft(&scope, &before, &policy);
+                draft.check_scope(&scope)?;
+                let workspace = {
+                    let mut update = tx.prepare_cached(sql::SET_WORKSPACE_POLICY).map_err(db)?;
+                    update
+                        .query_row(params![id, i64::from(policy.require_totp)], read_workspace)
+                        .optional()
+                        .map_err(db)?
+                        .ok_or(Error::NotFound)?
+                };
+                let record = crate::audit::append_in(&tx, scope.workspace(), draft, at)?;
+                tx.commit().map_err(db)?;
+                Ok((workspace, record))
             })
             .await
     }
