@@ -1,6 +1,7 @@
 //! Event writes on PostgreSQL: raw binary COPY into a plain table against the Postgres store's
-//! `append_events` (binary COPY into a staging table, idempotency through `event_ids`, row-level
-//! security, monthly partitions), with the same rows, measured in the same run.
+//! `append_events` (one array per column and workspace, inserted under row-level security into
+//! `event_ids` for idempotency and into the monthly partitions of `events`), with the same rows,
+//! measured in the same run.
 //!
 //! `cargo bench --bench postgres_copy`. It connects to `LEADMAPS_BENCH_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`, a superuser), creates its own database and drops
@@ -10,8 +11,11 @@
 //!
 //! Every side writes batch by batch on one connection, one transaction per batch, so each pays a
 //! commit per batch. The baseline is a plain table (same columns, no index, no constraint, no
-//! row-level security); the same table with the events' primary key and one COPY of every row
-//! are printed too, for scale. Target: the store at least 0.5 of raw COPY in batches.
+//! row-level security); the same table with the events' index `(workspace_id, received_at)` and one
+//! COPY of every row are printed too, for scale. Target: the store at least 0.5 of raw COPY in
+//! batches. The store's gap is work per row in the server (a second table and two indexes, and
+//! `INSERT`'s row-at-a-time path where COPY fills a page at a time), so the ratio moves with how
+//! busy the machine's cores are: run it a few times and read the range.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -224,18 +228,18 @@ async fn run(admin: &Config, dbname: &str) {
     let raw = connect(&bench).await;
     raw.batch_execute(RAW_TABLE).await.unwrap();
     raw.batch_execute(&format!(
-        "{}; ALTER TABLE raw_events_pk ADD PRIMARY KEY (workspace_id, received_at, id)",
-        RAW_TABLE.replace("raw_events", "raw_events_pk")
+        "{}; CREATE INDEX ON raw_events_ix (workspace_id, received_at)",
+        RAW_TABLE.replace("raw_events", "raw_events_ix")
     ))
     .await
     .unwrap();
-    // Warm up every path (statements prepared, staging table made) with other rows.
+    // Warm up every path (statements prepared, partitions made) with other rows.
     let warm: Vec<Event> = (0..batch as u64)
         .map(|n| event(ids[0], n, now - Duration::hours(2)))
         .collect();
     raw_copy(&raw, "raw_events", &warm, batch).await;
-    raw_copy(&raw, "raw_events_pk", &warm, batch).await;
-    raw.batch_execute("TRUNCATE raw_events, raw_events_pk")
+    raw_copy(&raw, "raw_events_ix", &warm, batch).await;
+    raw.batch_execute("TRUNCATE raw_events, raw_events_ix")
         .await
         .unwrap();
     let mut warm_batch = EventBatch::new(Region::Eu);
@@ -254,29 +258,29 @@ async fn run(admin: &Config, dbname: &str) {
     // The three sides take turns, a slice of the rows each round, so a machine whose load changes
     // during the run slows all of them alike.
     let per_round = batches.len().div_ceil(rounds);
-    let (mut raw_secs, mut pk_secs, mut store_secs) = (0.0, 0.0, 0.0);
+    let (mut raw_secs, mut ix_secs, mut store_secs) = (0.0, 0.0, 0.0);
     for (round, slice) in batches.chunks(per_round).enumerate() {
         let start = round * per_round * batch;
         let rows = &events[start..(start + slice.iter().map(|b| b.events().len()).sum::<usize>())];
         raw_secs += raw_copy(&raw, "raw_events", rows, batch).await;
-        pk_secs += raw_copy(&raw, "raw_events_pk", rows, batch).await;
+        ix_secs += raw_copy(&raw, "raw_events_ix", rows, batch).await;
         store_secs += store_append(&store, slice).await;
     }
     let n = events.len() as f64;
-    let (raw_rate, pk_rate, store_rate) = (n / raw_secs, n / pk_secs, n / store_secs);
+    let (raw_rate, ix_rate, store_rate) = (n / raw_secs, n / ix_secs, n / store_secs);
     raw.batch_execute("TRUNCATE raw_events").await.unwrap();
     let single_rate = n / raw_copy(&raw, "raw_events", &events, events.len()).await;
     println!("  raw binary COPY, {batch} per COPY, plain table           {raw_rate:>9.0} events/s");
-    println!("  raw binary COPY, {batch} per COPY, with the events' PK   {pk_rate:>9.0} events/s");
+    println!("  raw binary COPY, {batch} per COPY, with the events' index {ix_rate:>8.0} events/s");
     println!("  raw binary COPY, all rows in one COPY, plain table   {single_rate:>9.0} events/s");
     println!(
         "  store append_events, {batch} per batch                  {store_rate:>9.0} events/s"
     );
     let ratio = store_rate / raw_rate;
     println!(
-        "  store / raw COPY in batches = {ratio:.2} (target 0.50: {}); / raw with PK = {:.2}; / one COPY = {:.2}",
+        "  store / raw COPY in batches = {ratio:.2} (target 0.50: {}); / raw with index = {:.2}; / one COPY = {:.2}",
         if ratio >= 0.5 { "met" } else { "MISSED" },
-        store_rate / pk_rate,
+        store_rate / ix_rate,
         store_rate / single_rate
     );
     store.close();

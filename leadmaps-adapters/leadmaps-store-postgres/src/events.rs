@@ -1,24 +1,74 @@
-//! Events. A batch spans workspaces but commits in one transaction: its rows travel to a
-//! session-private staging table with one binary `COPY` (COPY cannot write into a table under
-//! row-level security, the staging table has none and is visible to this connection only), and
-//! then, for each workspace in the batch, the transaction sets `leadmaps.workspace_id` anew and
-//! moves that workspace's staged rows with `INSERT ... SELECT`, so row-level security checks every
-//! row against the workspace it claims, and the batch is all or nothing.
+//! Events. A batch spans workspaces but commits in one transaction. For each workspace in it, the
+//! transaction sets `leadmaps.workspace_id` anew and writes that workspace's events with plain
+//! `INSERT` statements under the app role, so row-level security checks every row against the
+//! workspace it claims, and the batch is all or nothing.
 //!
 //! `leadmaps.events` is partitioned by month of `received_at` (UTC). A unique constraint there
-//! would have to include `received_at`, so idempotency lives in `leadmaps.event_ids`: the move
-//! first inserts there the staged ids it does not hold yet, and only the ids that went in (the
-//! Accepted ones) are moved into `leadmaps.events`. A plain insert of the missing ids is cheaper
-//! than `ON CONFLICT DO NOTHING` (no speculative insertion); its price is a race: when another
-//! transaction inserts one of the ids first, the unique index makes this one wait for it, and if
-//! it commits, this batch fails with a unique violation and is retried, and then calls that id a
-//! Duplicate. Before writing a batch with a month it
-//! has not seen, the store makes the month's partition through the SECURITY DEFINER function
-//! `leadmaps.ensure_event_partitions`, in its own short transaction.
+//! would have to include `received_at`, so idempotency lives in `leadmaps.event_ids` (primary key
+//! `(workspace_id, id)`): an event goes into `events` only in the transaction that put its id into
+//! `event_ids`. `event_ids` is the one index that says "stored once"; `events` carries only the
+//! index its reads and retention need, `(workspace_id, received_at)` (migration V7 dropped its
+//! primary key `(workspace_id, received_at, id)`, which could not say it and cost every insert a
+//! uniqueness check on a wider key).
+//!
+//! # Why the write path is shaped as it is
+//!
+//! Measured with `benches/postgres_copy.rs`, reading the server backends' CPU time from `/proc`:
+//! what separates the store from raw COPY is work per row in the server, not the network. Raw
+//! binary COPY into a plain table costs the server about 4 ms per 1000 events. The store writes two
+//! tables with an index each, row by row (`INSERT` has no multi-row heap path as COPY has), and
+//! the claim in `event_ids`, a B-tree insert at a random place per event, costs about as much as
+//! the insert into `events`. Staging through COPY with an anti-join claim took about 20 ms of
+//! server CPU a batch (0.25 to 0.33 of raw COPY's events/s); this path takes 8 to 13 ms (0.39 to
+//! 0.58 over twenty runs on a busy two-core machine, most often just under 0.5).
+//!
+//! - **Rows travel as one array per column**, spread by `INSERT ... SELECT $1, unnest($2),
+//!   unnest($3), ...`. `COPY FROM` refuses a table under row-level security, and binary COPY into a
+//!   temporary staging table (what this replaced) cost a round trip more, a second write of every
+//!   row and a truncation of the stage at every commit. The `unnest` calls sit in the select list,
+//!   where PostgreSQL runs them in step; in `FROM` it first copies every array into a tuple store
+//!   of its own (about 1.3 ms more a batch).
+//! - **Ids are claimed with a plain insert, optimistically.** In the common batch every id is new,
+//!   and a plain `INSERT INTO event_ids` is much cheaper than `ON CONFLICT DO NOTHING` (a
+//!   speculative insertion: a probe, an insert and a confirmation per row) or an anti-join before
+//!   the insert. Then the events need no answer from the claim, and the two statements go
+//!   together. An id `event_ids` holds already fails the claim with a unique violation, which
+//!   rolls the whole batch back; the batch is then written carefully: `ON CONFLICT DO NOTHING
+//!   RETURNING id` says which ids are new, and only their events are inserted. (When another
+//!   transaction has inserted one of the ids and not finished, the unique index makes either kind
+//!   of claim wait for it, and the id is a Duplicate if it commits, Accepted if it rolls back.)
+//!   After a batch met a stored id, the store writes the next `CAREFUL_BATCHES` batches carefully
+//!   at once (and counts again from each careful batch that meets one), so a client that keeps
+//!   re-sending does not make every batch pay for a failed attempt. The ids are sorted in Rust and
+//!   go in array order, so concurrent batches take the key locks in one order; an `ORDER BY` in
+//!   SQL cost a sort of sorted input.
+//! - **Pipelined.** Within the transaction, every statement of the batch (each workspace's
+//!   `set_config`, claim and insert, then the drop counts) is sent before the first answer is
+//!   awaited: three round trips a batch (BEGIN, the statements, COMMIT) whatever it holds.
+//!   COMMIT is sent only after every statement has answered, so the batch's atomicity never rests
+//!   on the order in which the client library writes requests.
+//! - **Statements prepared once per connection** (`prepare_cached`, generic plans), no DDL per
+//!   batch.
+//!
+//! Tried and left out: the claim and the insert as one statement (a data-modifying CTE; no faster),
+//! `ON CONFLICT` for every batch joined to the insert (about 18 ms a batch), BEGIN and COMMIT in the
+//! same flight as the statements (a few per cent, but a library writing requests out of order
+//! could then commit a claim without its events). Not done, because it would weaken a guarantee:
+//! COPY into `events` as the table's owner (no row-level security check), a SECURITY DEFINER
+//! function writing on the app role's behalf, an unlogged `event_ids`, `synchronous_commit = off`.
+//!
+//! Before writing a batch with a month it has not seen, the store makes the month's partition
+//! through the SECURITY DEFINER function `leadmaps.ensure_event_partitions`, in its own short
+//! transaction.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use async_trait::async_trait;
+use deadpool_postgres::Transaction;
 use leadmaps_core::ingest::{
     Event, EventBatch, EventId, RejectReason, Revenue, Verdict, VisitorId,
 };
@@ -28,9 +78,9 @@ use leadmaps_core::{Error, Result};
 use serde::Deserialize;
 use serde::de::IntoDeserializer;
 use time::{Date, OffsetDateTime, UtcOffset};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::error::{internal, pg};
@@ -38,87 +88,40 @@ use crate::store::{PostgresStore, id, scoped};
 
 const SET_WORKSPACE: &str = "SELECT set_config('leadmaps.workspace_id', $1, true)";
 
-/// The staging table: temporary (this session only, never in a dump, no WAL), emptied at every
-/// commit, made on first use by each pooled connection. `client_min_messages` keeps the "already
-/// exists" notice of every later batch off the wire.
-const STAGE: &str = "SET LOCAL client_min_messages = warning;
-    CREATE TEMP TABLE IF NOT EXISTS leadmaps_event_stage (
-        workspace_id uuid NOT NULL,
-        id uuid NOT NULL,
-        received_at timestamptz NOT NULL,
-        domain text NOT NULL,
-        name text NOT NULL,
-        hostname text NOT NULL,
-        pathname text NOT NULL,
-        referrer text,
-        props text NOT NULL,
-        revenue_amount text,
-        revenue_currency text,
-        interactive boolean NOT NULL,
-        visitor bytea NOT NULL
-    ) ON COMMIT DELETE ROWS";
+/// Claims a workspace's ids (`$2`, sorted) when none of them is in `event_ids` yet, and fails with
+/// a unique violation otherwise. The rows go in array order (a set-returning call in the select
+/// list, nothing to reorder them), so concurrent batches take the key locks in one order; an
+/// `ORDER BY` here cost a sort of already sorted ids, measurably.
+const CLAIM_ALL: &str = "INSERT INTO leadmaps.event_ids (workspace_id, id)
+    SELECT $1, unnest($2::uuid[])";
 
-const COPY_STAGE: &str = "COPY pg_temp.leadmaps_event_stage (workspace_id, id, received_at, domain,
-        name, hostname, pathname, referrer, props, revenue_amount, revenue_currency, interactive,
-        visitor)
-    FROM STDIN (FORMAT binary)";
-
-/// The column types of [`COPY_STAGE`], in order.
-const STAGE_TYPES: [Type; 13] = [
-    Type::UUID,
-    Type::UUID,
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::BOOL,
-    Type::BYTEA,
-];
-
-/// Claims a workspace's staged ids that `event_ids` does not hold yet (sorted, so concurrent
-/// batches take the key locks in one order) and answers with how many were new and, unless that is
-/// all `$2` staged, which. The planner's guess of a handful of staged rows makes the anti-join a
-/// nested loop over the primary key, which is the right plan.
-const CLAIM_IDS: &str = "WITH claimed AS (
+/// Claims those of a workspace's ids (`$2`, sorted) that `event_ids` does not hold yet, and
+/// answers with how many were new and, unless that is all of them, which.
+const CLAIM_NEW: &str = "WITH claimed AS (
         INSERT INTO leadmaps.event_ids (workspace_id, id)
-        SELECT s.workspace_id, s.id FROM pg_temp.leadmaps_event_stage AS s
-        WHERE s.workspace_id = $1
-          AND NOT EXISTS (SELECT FROM leadmaps.event_ids AS e WHERE e.workspace_id = $1 AND e.id = s.id)
-        ORDER BY s.id
+        SELECT $1, unnest($2::uuid[])
+        ON CONFLICT (workspace_id, id) DO NOTHING
         RETURNING id
     )
-    SELECT count(*), CASE WHEN count(*) = $2::int8 THEN NULL ELSE array_agg(id) END FROM claimed";
+    SELECT count(*), CASE WHEN count(*) = cardinality($2::uuid[]) THEN NULL ELSE array_agg(id) END
+    FROM claimed";
 
-/// Moves a workspace's staged events into `leadmaps.events`: all of them, those whose ids are in
-/// `$2`, or all but those (whichever list is shorter). No join: a temporary table has no
-/// statistics, and the planner, guessing a handful of rows, would pick a quadratic nested loop.
-const MOVE_ALL: &str = "INSERT INTO leadmaps.events (workspace_id, id, received_at, domain, name,
-        hostname, pathname, referrer, props, revenue_amount, revenue_currency, interactive, visitor)
-    SELECT s.workspace_id, s.id, s.received_at, s.domain, s.name, s.hostname, s.pathname,
-        s.referrer, s.props::jsonb, s.revenue_amount, s.revenue_currency, s.interactive, s.visitor
-    FROM pg_temp.leadmaps_event_stage AS s
-    WHERE s.workspace_id = $1";
-const MOVE_ONLY: &str = "INSERT INTO leadmaps.events (workspace_id, id, received_at, domain, name,
-        hostname, pathname, referrer, props, revenue_amount, revenue_currency, interactive, visitor)
-    SELECT s.workspace_id, s.id, s.received_at, s.domain, s.name, s.hostname, s.pathname,
-        s.referrer, s.props::jsonb, s.revenue_amount, s.revenue_currency, s.interactive, s.visitor
-    FROM pg_temp.leadmaps_event_stage AS s
-    WHERE s.workspace_id = $1 AND s.id = ANY($2::uuid[])";
-const MOVE_ALL_BUT: &str = "INSERT INTO leadmaps.events (workspace_id, id, received_at, domain,
+/// Inserts a workspace's events, one array per column (all of one length). The set-returning
+/// calls in the select list run in step, one row per element.
+const INSERT_EVENTS: &str = "INSERT INTO leadmaps.events (workspace_id, id, received_at, domain,
         name, hostname, pathname, referrer, props, revenue_amount, revenue_currency, interactive,
         visitor)
-    SELECT s.workspace_id, s.id, s.received_at, s.domain, s.name, s.hostname, s.pathname,
-        s.referrer, s.props::jsonb, s.revenue_amount, s.revenue_currency, s.interactive, s.visitor
-    FROM pg_temp.leadmaps_event_stage AS s
-    WHERE s.workspace_id = $1 AND s.id <> ALL($2::uuid[])";
+    SELECT $1, unnest($2::uuid[]), unnest($3::timestamptz[]), unnest($4::text[]),
+        unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::text[]),
+        unnest($9::text[])::jsonb, unnest($10::text[]), unnest($11::text[]), unnest($12::bool[]),
+        unnest($13::bytea[])";
 
-/// Attempts at a batch: a race on an id or a vanished partition is retried.
-const ATTEMPTS: u32 = 3;
+/// Attempts at a batch: a failed optimistic claim, a vanished partition or a race on an id is
+/// retried.
+const ATTEMPTS: u32 = 4;
+
+/// How many batches after one that met an id already stored are written carefully at once.
+const CAREFUL_BATCHES: u32 = 16;
 
 const ENSURE_PARTITIONS: &str = "SELECT leadmaps.ensure_event_partitions($1::date[])";
 /// The most months `leadmaps.ensure_event_partitions` takes in one call.
@@ -140,7 +143,7 @@ fn month_of(at: OffsetDateTime) -> Date {
     utc.date().replace_day(1).unwrap_or(utc.date())
 }
 
-/// One event to stage: its place in the batch and its properties as JSON text.
+/// One event to write: its place in the batch and its properties as JSON text.
 struct Staged<'a> {
     position: usize,
     event: &'a Event,
@@ -195,6 +198,140 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// One workspace's events as one array per column: the parameters `$2` to `$13` of
+/// [`INSERT_EVENTS`].
+struct Columns<'a> {
+    id: Vec<Uuid>,
+    received_at: Vec<OffsetDateTime>,
+    domain: Vec<&'a str>,
+    name: Vec<&'a str>,
+    hostname: Vec<&'a str>,
+    pathname: Vec<&'a str>,
+    referrer: Vec<Option<&'a str>>,
+    props: Vec<&'a str>,
+    revenue_amount: Vec<Option<&'a str>>,
+    revenue_currency: Vec<Option<&'a str>>,
+    interactive: Vec<bool>,
+    visitor: Vec<&'a [u8]>,
+}
+
+impl<'a> Columns<'a> {
+    fn of<'b: 'a>(staged: impl ExactSizeIterator<Item = &'a Staged<'b>>) -> Self {
+        let n = staged.len();
+        let mut columns = Self {
+            id: Vec::with_capacity(n),
+            received_at: Vec::with_capacity(n),
+            domain: Vec::with_capacity(n),
+            name: Vec::with_capacity(n),
+            hostname: Vec::with_capacity(n),
+            pathname: Vec::with_capacity(n),
+            referrer: Vec::with_capacity(n),
+            props: Vec::with_capacity(n),
+            revenue_amount: Vec::with_capacity(n),
+            revenue_currency: Vec::with_capacity(n),
+            interactive: Vec::with_capacity(n),
+            visitor: Vec::with_capacity(n),
+        };
+        for Staged { event, props, .. } in staged {
+            let event: &'a Event = event;
+            let revenue = event.revenue.as_ref();
+            columns.id.push(event.id.0);
+            columns.received_at.push(event.received_at);
+            columns.domain.push(&event.domain);
+            columns.name.push(&event.name);
+            columns.hostname.push(&event.hostname);
+            columns.pathname.push(&event.pathname);
+            columns.referrer.push(event.referrer.as_deref());
+            columns.props.push(props);
+            columns
+                .revenue_amount
+                .push(revenue.map(|r| r.amount.as_str()));
+            columns
+                .revenue_currency
+                .push(revenue.map(|r| r.currency.as_str()));
+            columns.interactive.push(event.interactive);
+            columns.visitor.push(&event.visitor.0);
+        }
+        columns
+    }
+
+    /// The parameters of [`INSERT_EVENTS`], `workspace` first.
+    fn params<'p>(&'p self, workspace: &'p Uuid) -> Vec<&'p (dyn ToSql + Sync)> {
+        vec![
+            workspace,
+            &self.id,
+            &self.received_at,
+            &self.domain,
+            &self.name,
+            &self.hostname,
+            &self.pathname,
+            &self.referrer,
+            &self.props,
+            &self.revenue_amount,
+            &self.revenue_currency,
+            &self.interactive,
+            &self.visitor,
+        ]
+    }
+}
+
+/// What a batch writes for one workspace: its id and its setting of `leadmaps.workspace_id`, its
+/// ids sorted (for the optimistic claim), and its events.
+struct WorkspaceWrite<'a> {
+    workspace: Uuid,
+    setting: String,
+    ids: Vec<Uuid>,
+    columns: Columns<'a>,
+}
+
+/// A workspace's drop counts, as the parameters of [`ADD_DROPS`].
+struct WorkspaceDrops<'a> {
+    workspace: Uuid,
+    setting: String,
+    days: Vec<Date>,
+    reasons: Vec<&'a str>,
+    counts: Vec<i64>,
+}
+
+/// One statement of a pipelined batch and its parameters.
+type Step<'p> = (&'p Statement, Vec<&'p (dyn ToSql + Sync)>);
+
+/// Runs `steps` in `tx`, pipelined: tokio-postgres sends a request when its future is first
+/// polled, and this polls them all, in order, before awaiting any answer, so the statements reach
+/// the server together and run in that order. Answers with the first error in statement order (a
+/// statement after a failed one fails too, as the transaction is aborted).
+async fn pipelined(
+    tx: &Transaction<'_>,
+    steps: &[Step<'_>],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    type Pending<'f> =
+        Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + Send + 'f>>;
+    let mut pending: Vec<Option<Pending<'_>>> = steps
+        .iter()
+        .map(|(statement, params)| Some(Box::pin(tx.execute(*statement, params)) as Pending<'_>))
+        .collect();
+    // Errors by statement: a later statement's answer may be seen before an earlier one's.
+    let mut errors: Vec<Option<tokio_postgres::Error>> = Vec::new();
+    errors.resize_with(steps.len(), || None);
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, error) in pending.iter_mut().zip(errors.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(outcome) => {
+                        *slot = None;
+                        *error = outcome.err();
+                    }
+                    Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    errors.into_iter().flatten().next().map_or(Ok(()), Err)
+}
+
 impl PostgresStore {
     /// Makes sure the partitions of `months` exist, asking the database only about months this
     /// store has not seen yet. Runs outside any transaction: creating a partition takes a lock on
@@ -229,96 +366,108 @@ impl PostgresStore {
             .clear();
     }
 
-    /// One attempt at writing a planned batch, in one transaction.
+    /// One attempt at writing a planned batch, in one transaction: optimistically (every id is
+    /// new, or the attempt fails with a unique violation) unless `careful`. Marks the events it
+    /// stored Accepted in `verdicts`, and answers whether it met an id stored already (which only
+    /// a careful attempt can answer with yes).
     async fn write_batch(
         &self,
         client: &mut deadpool_postgres::Client,
         plan: &Plan<'_>,
         verdicts: &mut [Verdict],
-    ) -> std::result::Result<(), tokio_postgres::Error> {
+        careful: bool,
+    ) -> std::result::Result<bool, tokio_postgres::Error> {
         let tx = client.transaction().await?;
         let set = tx.prepare_cached(SET_WORKSPACE).await?;
-        if !plan.events.is_empty() {
-            tx.batch_execute(STAGE).await?;
-            let copy = tx.prepare_cached(COPY_STAGE).await?;
-            let writer = BinaryCopyInWriter::new(tx.copy_in(&copy).await?, &STAGE_TYPES);
-            let mut writer = std::pin::pin!(writer);
-            for (workspace, staged) in &plan.events {
-                let workspace = id(*workspace);
-                for Staged { event, props, .. } in staged {
-                    let revenue = event.revenue.as_ref();
-                    let row: [&(dyn ToSql + Sync); 13] = [
-                        &workspace,
-                        &event.id.0,
-                        &event.received_at,
-                        &event.domain,
-                        &event.name,
-                        &event.hostname,
-                        &event.pathname,
-                        &event.referrer,
-                        props,
-                        &revenue.map(|r| r.amount.as_str()),
-                        &revenue.map(|r| r.currency.as_str()),
-                        &event.interactive,
-                        &event.visitor.0.as_slice(),
-                    ];
-                    writer.as_mut().write(&row).await?;
-                }
+        let insert = tx.prepare_cached(INSERT_EVENTS).await?;
+        let claim = if careful {
+            tx.prepare_cached(CLAIM_NEW).await?
+        } else {
+            tx.prepare_cached(CLAIM_ALL).await?
+        };
+        let add = if plan.drops.is_empty() {
+            None
+        } else {
+            Some(tx.prepare_cached(ADD_DROPS).await?)
+        };
+
+        let mut met_stored = false;
+        // Per workspace: its id and setting, its ids sorted, and the events to insert.
+        let mut writes: Vec<WorkspaceWrite<'_>> = Vec::with_capacity(plan.events.len());
+        for (workspace, staged) in &plan.events {
+            let mut ids: Vec<Uuid> = staged.iter().map(|s| s.event.id.0).collect();
+            ids.sort_unstable();
+            let (workspace, setting) = (id(*workspace), workspace.to_string());
+            if !careful {
+                writes.push(WorkspaceWrite {
+                    workspace,
+                    setting,
+                    ids,
+                    columns: Columns::of(staged.iter()),
+                });
+                continue;
             }
-            writer.as_mut().finish().await?;
-            let claim = tx.prepare_cached(CLAIM_IDS).await?;
-            for (workspace, staged) in &plan.events {
-                let workspace = id(*workspace);
-                tx.execute(&set, &[&workspace.to_string()]).await?;
-                let staged_count = i64::try_from(staged.len()).unwrap_or(i64::MAX);
-                let row = tx.query_one(&claim, &[&workspace, &staged_count]).await?;
-                let (claimed, which): (i64, Option<Vec<Uuid>>) = (row.try_get(0)?, row.try_get(1)?);
-                if claimed == 0 {
-                    continue;
-                }
-                // Every staged event was new (the common case): no list came back.
-                let Some(which) = which else {
-                    for Staged { position, .. } in staged {
-                        verdicts[*position] = Verdict::Accepted;
-                    }
-                    let all = tx.prepare_cached(MOVE_ALL).await?;
-                    tx.execute(&all, &[&workspace]).await?;
-                    continue;
-                };
-                let accepted: HashSet<Uuid> = which.into_iter().collect();
-                let mut duplicates = Vec::new();
-                for Staged {
-                    position, event, ..
-                } in staged
-                {
-                    if accepted.contains(&event.id.0) {
-                        verdicts[*position] = Verdict::Accepted;
-                    } else {
-                        duplicates.push(event.id.0);
-                    }
-                }
-                if duplicates.len() <= accepted.len() {
-                    let all_but = tx.prepare_cached(MOVE_ALL_BUT).await?;
-                    tx.execute(&all_but, &[&workspace, &duplicates]).await?;
-                } else {
-                    let accepted: Vec<Uuid> = accepted.into_iter().collect();
-                    let only = tx.prepare_cached(MOVE_ONLY).await?;
-                    tx.execute(&only, &[&workspace, &accepted]).await?;
-                }
+            // Careful: claim first, then insert the events whose ids were new.
+            tx.execute(&set, &[&setting]).await?;
+            let row = tx.query_one(&claim, &[&workspace, &ids]).await?;
+            let (claimed, which): (i64, Option<Vec<Uuid>>) = (row.try_get(0)?, row.try_get(1)?);
+            let fresh: Vec<&Staged<'_>> = if usize::try_from(claimed).is_ok_and(|c| c == ids.len())
+            {
+                staged.iter().collect()
+            } else {
+                met_stored = true;
+                let which: HashSet<Uuid> = which.unwrap_or_default().into_iter().collect();
+                staged
+                    .iter()
+                    .filter(|s| which.contains(&s.event.id.0))
+                    .collect()
+            };
+            for s in &fresh {
+                verdicts[s.position] = Verdict::Accepted;
+            }
+            if !fresh.is_empty() {
+                writes.push(WorkspaceWrite {
+                    workspace,
+                    setting,
+                    ids: Vec::new(),
+                    columns: Columns::of(fresh.into_iter()),
+                });
             }
         }
-        if !plan.drops.is_empty() {
-            let add = tx.prepare_cached(ADD_DROPS).await?;
-            for (workspace, counts) in &plan.drops {
-                let days: Vec<Date> = counts.keys().map(|(day, _)| *day).collect();
-                let reasons: Vec<&str> = counts.keys().map(|(_, reason)| *reason).collect();
-                let counts: Vec<i64> = counts.values().copied().collect();
-                tx.execute(&set, &[&workspace.to_string()]).await?;
-                tx.execute(&add, &[&id(*workspace), &days, &reasons, &counts])
-                    .await?;
+        let drops: Vec<WorkspaceDrops<'_>> = plan
+            .drops
+            .iter()
+            .map(|(workspace, counts)| WorkspaceDrops {
+                workspace: id(*workspace),
+                setting: workspace.to_string(),
+                days: counts.keys().map(|(day, _)| *day).collect(),
+                reasons: counts.keys().map(|(_, reason)| *reason).collect(),
+                counts: counts.values().copied().collect(),
+            })
+            .collect();
+
+        let mut steps: Vec<Step<'_>> = Vec::with_capacity(3 * writes.len() + 2 * drops.len());
+        for write in &writes {
+            steps.push((&set, vec![&write.setting]));
+            if !careful {
+                steps.push((&claim, vec![&write.workspace, &write.ids]));
+            }
+            steps.push((&insert, write.columns.params(&write.workspace)));
+        }
+        if let Some(add) = &add {
+            for d in &drops {
+                steps.push((&set, vec![&d.setting]));
+                steps.push((add, vec![&d.workspace, &d.days, &d.reasons, &d.counts]));
             }
         }
-        tx.commit().await
+        pipelined(&tx, &steps).await?;
+        if !careful {
+            for Staged { position, .. } in plan.events.values().flatten() {
+                verdicts[*position] = Verdict::Accepted;
+            }
+        }
+        tx.commit().await?;
+        Ok(met_stored)
     }
 }
 
@@ -376,10 +525,25 @@ impl EventSink for PostgresStore {
         let mut client = self.client().await?;
         self.ensure_months(&client, &plan.months).await?;
         let mut verdicts = vec![Verdict::Duplicate; batch.events().len()];
+        // Careful at once while a recent batch met an id that was stored already.
+        let mut careful = self
+            .careful_batches
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
         let mut attempt = 1;
         loop {
-            match self.write_batch(&mut client, &plan, &mut verdicts).await {
-                Ok(()) => return Ok(verdicts),
+            match self
+                .write_batch(&mut client, &plan, &mut verdicts, careful)
+                .await
+            {
+                Ok(met_stored) => {
+                    if met_stored {
+                        // Still meeting stored ids: stay careful.
+                        self.careful_batches
+                            .store(CAREFUL_BATCHES, Ordering::Relaxed);
+                    }
+                    return Ok(verdicts);
+                }
                 // "No partition of relation events found for row": a partition this store had
                 // seen was dropped or detached since. Ask again for every month of the batch.
                 Err(error)
@@ -388,10 +552,21 @@ impl EventSink for PostgresStore {
                     self.forget_months();
                     self.ensure_months(&client, &plan.months).await?;
                 }
-                // Another transaction stored one of the ids between this batch's check and its
-                // insert, and committed: the next attempt sees it and calls it a duplicate.
+                // The optimistic claim met an id that is stored already (or that another
+                // transaction stored while this one waited for it): write the batch carefully,
+                // and the next few at once.
                 Err(error)
-                    if attempt < ATTEMPTS && error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+                    if attempt < ATTEMPTS && error.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+                {
+                    careful = true;
+                    self.careful_batches
+                        .store(CAREFUL_BATCHES, Ordering::Relaxed);
+                }
+                // Batches claim ids in (workspace, id) order, so they should never deadlock; if
+                // two did, PostgreSQL rolled one back, and it is written again.
+                Err(error)
+                    if attempt < ATTEMPTS
+                        && error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {}
                 Err(error) => return Err(pg(error)),
             }
             attempt += 1;

@@ -68,6 +68,7 @@ migrations!(
     (4, "auth"),
     (5, "identity"),
     (6, "step_up"),
+    (7, "lean_event_index"),
     (8, "auth_policy"),
     (9, "audit"),
 );

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +37,9 @@ pub struct PostgresStore {
     pub(crate) region: Region,
     /// First days of the months whose `leadmaps.events` partition this store knows to exist.
     pub(crate) months: Mutex<BTreeSet<Date>>,
+    /// How many more event batches to write carefully (claiming ids with `ON CONFLICT`) rather
+    /// than optimistically, since one met an id that was stored already.
+    pub(crate) careful_batches: AtomicU32,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -87,6 +91,7 @@ impl PostgresStore {
             pool,
             region: config.region(),
             months: Mutex::default(),
+            careful_batches: AtomicU32::new(0),
         };
         store.check_posture().await?;
         // This month's and the next month's partitions (by the database's clock), so the first

@@ -1,15 +1,16 @@
 //! Events partitioned by month: where rows land, how partitions are locked down, idempotency
 //! across batches and months, partitions made on demand (also after one was dropped, and by two
-//! stores at once), and the upgrade of an unpartitioned V2 schema.
+//! stores at once), the optimistic write falling back to the careful one, and the upgrade of an
+//! unpartitioned V2 schema.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use leadmaps_core::ingest::{EventId, Verdict};
-use leadmaps_core::store::{EventSink, Store};
-use leadmaps_core::tenancy::Action;
+use leadmaps_core::ingest::{EventId, RejectReason, Verdict};
+use leadmaps_core::store::{DropCount, EventSink, Store};
+use leadmaps_core::tenancy::{Action, Region};
 use leadmaps_store_postgres::{
     DEFAULT_APP_ROLE, LOOKUP_ROLE, OWNER_ROLE, PostgresStore, doctor, migrate_to,
 };
@@ -568,6 +569,103 @@ async fn a_batch_racing_another_writer_for_an_id_waits_for_it() {
                     verdicts,
                     [first, Verdict::Accepted],
                     "other writer commit={commit}"
+                );
+            }
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_batch_meeting_a_stored_id_is_written_carefully_for_every_workspace() {
+    let server = server_or_skip!();
+    server
+        .with_db(|db| async move {
+            let store = PostgresStore::connect(&db.store_config()).await.unwrap();
+            let t = Tenants::new(datetime!(2026-02-15 12:00 UTC));
+            let (a, b) = (t.workspace(&store).await, t.workspace(&store).await);
+            let at = datetime!(2026-02-15 12:00 UTC);
+            assert_eq!(
+                store
+                    .append_events(&t.batch(&[event(a, 1, at), event(b, 1, at)]))
+                    .await
+                    .unwrap(),
+                [Verdict::Accepted; 2]
+            );
+            // Stored and new ids of two workspaces, a repeat within the batch, and drop counts:
+            // the optimistic attempt fails on A's id 1, in another month, and rolls back whole.
+            let mut batch = t.batch(&[
+                event(b, 2, at),
+                event(a, 1, at + Duration::days(40)),
+                event(a, 2, at),
+                event(b, 1, at),
+                event(b, 2, at),
+            ]);
+            for (ws, count) in [(a, 3), (b, 5)] {
+                batch
+                    .push_drop(
+                        Region::Eu,
+                        t.ingest(ws),
+                        at.date(),
+                        RejectReason::Bot,
+                        count,
+                    )
+                    .unwrap();
+            }
+            assert_eq!(
+                store.append_events(&batch).await.unwrap(),
+                [
+                    Verdict::Accepted,
+                    Verdict::Duplicate,
+                    Verdict::Accepted,
+                    Verdict::Duplicate,
+                    Verdict::Duplicate
+                ]
+            );
+            // Batches with a new and a stored id (written carefully at once), then batches of new
+            // ids only (optimistic again once the careful run is over): the same verdicts.
+            for n in 3..45u128 {
+                let (batch, verdicts) = if n < 20 {
+                    (
+                        t.batch(&[event(a, n, at), event(b, 1, at)]),
+                        vec![Verdict::Accepted, Verdict::Duplicate],
+                    )
+                } else {
+                    (t.batch(&[event(a, n, at)]), vec![Verdict::Accepted])
+                };
+                assert_eq!(
+                    store.append_events(&batch).await.unwrap(),
+                    verdicts,
+                    "batch {n}"
+                );
+            }
+            let su = db.superuser().await;
+            for (ws, expected) in [(a, (1..45).collect::<Vec<u128>>()), (b, vec![1, 2])] {
+                for table in ["leadmaps.events", "leadmaps.event_ids"] {
+                    let ids: Vec<u128> = su
+                        .query(
+                            &format!("SELECT id FROM {table} WHERE workspace_id = $1 ORDER BY id"),
+                            &[ws.as_uuid()],
+                        )
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|row| row.get::<_, Uuid>(0).as_u128())
+                        .collect();
+                    assert_eq!(ids, expected, "{table}: every id once");
+                }
+            }
+            for (ws, count) in [(a, 3), (b, 5)] {
+                assert_eq!(
+                    store
+                        .drop_counts(&t.admin(ws, Action::EventRead))
+                        .await
+                        .unwrap(),
+                    [DropCount {
+                        day: at.date(),
+                        reason: RejectReason::Bot,
+                        count
+                    }],
+                    "drops counted once"
                 );
             }
         })
