@@ -4,7 +4,9 @@
 //! `cargo bench --bench ingest` runs it on SQLite (a temp directory, synchronous=FULL). Set
 //! `LEADMAPS_BENCH_POSTGRES_URL=postgres://...` to measure the Postgres store as well.
 //! Knobs: `LEADMAPS_BENCH_SECONDS` (default 5 per side), `LEADMAPS_BENCH_CONNECTIONS` (64),
-//! `LEADMAPS_BENCH_EVENTS_PER_REQUEST` (1: Plausible's tracker sends one event per request).
+//! `LEADMAPS_BENCH_EVENTS_PER_REQUEST` (1: Plausible's tracker sends one event per request),
+//! `LEADMAPS_BENCH_STORES` (`memory,sqlite`: which collector sides run after bare axum; for
+//! profiling one side alone).
 //! Target (DESIGN.md): the durable collector at least 0.5 of bare axum.
 
 use std::net::SocketAddr;
@@ -106,14 +108,33 @@ fn bare_router() -> Router {
     )
 }
 
-/// Drives `addr` with `connections` keep-alive clients for `seconds`; returns events per second.
+/// CPU time this process has used (user + system), where `/proc/self/stat` tells it.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command (which may hold spaces), from field 3 on: utime and stime are
+    // fields 14 and 15, in clock ticks of 1/100 s on Linux.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// One side's measurement.
+struct Rate {
+    events_per_second: f64,
+    /// CPU of the whole process (load generator and server) per event, in microseconds: less
+    /// disturbed than throughput by other work on a shared machine.
+    cpu_micros_per_event: Option<f64>,
+}
+
+/// Drives `addr` with `connections` keep-alive clients for `seconds`.
 async fn drive(
     addr: SocketAddr,
     domain: &str,
     seconds: u64,
     connections: u64,
     per_request: u64,
-) -> f64 {
+) -> Rate {
     let client: Client<_, Body> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(connections as usize)
         .build_http();
@@ -138,6 +159,7 @@ async fn drive(
     };
     let uri = format!("http://{addr}{path}");
     let started = Instant::now();
+    let cpu_before = process_cpu();
     let mut tasks = Vec::new();
     for c in 0..connections {
         let (client, stop, done, failed, body, uri) = (
@@ -175,9 +197,22 @@ async fn drive(
         let _ = task.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let failures = failed.load(Ordering::Relaxed);
     assert_eq!(failures, 0, "requests failed during the run");
-    done.load(Ordering::Relaxed) as f64 / elapsed
+    let events = done.load(Ordering::Relaxed) as f64;
+    Rate {
+        events_per_second: events / elapsed,
+        cpu_micros_per_event: cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / events.max(1.0)),
+    }
+}
+
+fn cpu_text(rate: &Rate) -> String {
+    rate.cpu_micros_per_event
+        .map(|us| format!("{us:>5.0} us CPU/event"))
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -193,16 +228,24 @@ fn main() {
 
         let bare = serve(bare_router()).await;
         drive(bare, "warmup.example", 1, connections, per_request).await;
-        let bare_rate = drive(bare, "bare.example", seconds, connections, per_request).await;
-        println!("  bare axum 202          {bare_rate:>10.0} events/s");
+        let bare = drive(bare, "bare.example", seconds, connections, per_request).await;
+        println!("  bare axum 202          {:>10.0} events/s   {}", bare.events_per_second, cpu_text(&bare));
+        let bare_rate = bare.events_per_second;
 
-        // The collector with an in-memory sink: its own cost, without any storage.
-        let memory: Arc<dyn Store> = Arc::new(leadmaps::memory::MemoryStore::new());
-        report("memory (no storage)", memory, bare_rate, seconds, connections, per_request).await;
+        let stores = std::env::var("LEADMAPS_BENCH_STORES").unwrap_or_else(|_| "memory,sqlite".into());
+        let stores: Vec<&str> = stores.split(',').map(str::trim).collect();
+
+        if stores.contains(&"memory") {
+            // The collector with an in-memory sink: its own cost, without any storage.
+            let memory: Arc<dyn Store> = Arc::new(leadmaps::memory::MemoryStore::new());
+            report("memory (no storage)", memory, bare_rate, seconds, connections, per_request).await;
+        }
 
         let dir = tempfile::tempdir().unwrap();
-        let sqlite: Arc<dyn Store> = Arc::new(leadmaps_store_sqlite::SqliteStore::open(dir.path().join("bench.db")).unwrap());
-        report("sqlite (durable ack)", sqlite, bare_rate, seconds, connections, per_request).await;
+        if stores.contains(&"sqlite") {
+            let sqlite: Arc<dyn Store> = Arc::new(leadmaps_store_sqlite::SqliteStore::open(dir.path().join("bench.db")).unwrap());
+            report("sqlite (durable ack)", sqlite, bare_rate, seconds, connections, per_request).await;
+        }
 
         if let Ok(url) = std::env::var("LEADMAPS_BENCH_POSTGRES_URL") {
             let config = leadmaps_store_postgres::PostgresConfig::from_url(&url).unwrap();
@@ -223,7 +266,8 @@ async fn report(
     let (router, domain, stats) = collector_router(store).await;
     let addr = serve(router).await;
     drive(addr, &domain, 1, connections, per_request).await;
-    let rate = drive(addr, &domain, seconds, connections, per_request).await;
+    let measured = drive(addr, &domain, seconds, connections, per_request).await;
+    let rate = measured.events_per_second;
     let commits = stats
         .commits
         .load(std::sync::atomic::Ordering::Relaxed)
@@ -235,7 +279,8 @@ async fn report(
         .commit_micros
         .load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "  {label:<22} {rate:>10.0} events/s   ratio to bare = {:.2} (target 0.50: {})   {:.1} events per commit, {:.0} us per commit",
+        "  {label:<22} {rate:>10.0} events/s   {}   ratio to bare = {:.2} (target 0.50: {})   {:.1} events per commit, {:.0} us per commit",
+        cpu_text(&measured),
         rate / bare_rate,
         if rate / bare_rate >= 0.5 {
             "met"

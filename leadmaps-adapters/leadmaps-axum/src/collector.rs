@@ -130,29 +130,41 @@ fn retry_after(status: StatusCode, message: &'static str, seconds: u64) -> Refus
 /// Everything a handler needs from the request before the body is parsed.
 struct Prepared {
     ip: IpAddr,
-    user_agent: String,
+    /// The User-Agent header (empty if absent or not visible ASCII); a cheap clone of the
+    /// request's, freed with the request.
+    user_agent: Option<HeaderValue>,
     body: Bytes,
 }
 
-fn media_type(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(
-        value
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase(),
-    )
+impl Prepared {
+    fn client(&self) -> ClientInfo<'_> {
+        ClientInfo {
+            ip: self.ip,
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        }
+    }
+}
+
+/// Whether the body is declared JSON: `application/json`, or `text/plain` (Plausible's tracker
+/// sends it from some browsers to avoid a CORS preflight), in any case, parameters ignored.
+fn json_media_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json") || essence.eq_ignore_ascii_case("text/plain")
 }
 
 async fn prepare(state: &CollectorState, request: Request) -> Result<Prepared, Refusal> {
     let (parts, body) = request.into_parts();
-    // Plausible's tracker sends text/plain from some browsers to avoid a CORS preflight.
-    if !matches!(
-        media_type(&parts.headers).as_deref(),
-        Some("application/json" | "text/plain")
-    ) {
+    if !json_media_type(&parts.headers) {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "expected application/json or text/plain",
@@ -202,12 +214,7 @@ async fn prepare(state: &CollectorState, request: Request) -> Result<Prepared, R
             ));
         }
     };
-    let user_agent = parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let user_agent = parts.headers.get(header::USER_AGENT).cloned();
     Ok(Prepared {
         ip,
         user_agent,
@@ -245,12 +252,43 @@ fn failure(error_kind: CollectError) -> Refusal {
     }
 }
 
-fn outcome_json(outcome: &Outcome) -> Value {
-    match outcome {
-        Outcome::Accepted(id) => json!({ "result": "accepted", "id": id.0 }),
-        Outcome::Duplicate(id) => json!({ "result": "duplicate", "id": id.0 }),
-        Outcome::Rejected(reason) => json!({ "result": "rejected", "reason": reason.code() }),
+/// Appends an outcome as a JSON object: `{"id":"…","result":"accepted"}`,
+/// `{"id":"…","result":"duplicate"}` or `{"reason":"…","result":"rejected"}`. Written directly
+/// (ids and reason codes need no escaping): this is on every request's path.
+fn write_outcome(out: &mut String, outcome: &Outcome) {
+    let (key, value, result) = match outcome {
+        Outcome::Accepted(id) => ("id", Some(id.0), "accepted"),
+        Outcome::Duplicate(id) => ("id", Some(id.0), "duplicate"),
+        Outcome::Rejected(reason) => ("reason", None, reason.code()),
+    };
+    out.push_str("{\"");
+    out.push_str(key);
+    out.push_str("\":\"");
+    match value {
+        Some(id) => {
+            out.push_str(id.hyphenated().encode_lower(&mut [0; 36]));
+            out.push_str("\",\"result\":\"");
+            out.push_str(result);
+        }
+        None => {
+            out.push_str(result);
+            out.push_str("\",\"result\":\"rejected");
+        }
     }
+    out.push_str("\"}");
+}
+
+/// A JSON response.
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn single(State(state): State<Arc<CollectorState>>, request: Request) -> Response {
@@ -261,13 +299,9 @@ async fn single(State(state): State<Arc<CollectorState>>, request: Request) -> R
     let Ok(value) = serde_json::from_slice::<Value>(&prepared.body) else {
         return error(StatusCode::BAD_REQUEST, "body is not JSON").into_response();
     };
-    let client = ClientInfo {
-        ip: prepared.ip,
-        user_agent: &prepared.user_agent,
-    };
     match state
         .collector
-        .collect(vec![parse(&value, false)], client)
+        .collect(vec![parse(&value, false)], prepared.client())
         .await
     {
         Ok(outcomes) => {
@@ -279,7 +313,9 @@ async fn single(State(state): State<Arc<CollectorState>>, request: Request) -> R
                 Outcome::Rejected(RejectReason::WrongRegion) => StatusCode::MISDIRECTED_REQUEST,
                 Outcome::Rejected(_) => StatusCode::BAD_REQUEST,
             };
-            (status, axum::Json(outcome_json(&outcome))).into_response()
+            let mut body = String::with_capacity(64);
+            write_outcome(&mut body, &outcome);
+            json_response(status, body)
         }
         Err(e) => failure(e).into_response(),
     }
@@ -308,15 +344,54 @@ async fn batch(State(state): State<Arc<CollectorState>>, request: Request) -> Re
         return error(StatusCode::BAD_REQUEST, "empty batch").into_response();
     }
     let parsed = items.iter().map(|item| parse(item, true)).collect();
-    let client = ClientInfo {
-        ip: prepared.ip,
-        user_agent: &prepared.user_agent,
-    };
-    match state.collector.collect(parsed, client).await {
+    match state.collector.collect(parsed, prepared.client()).await {
         Ok(outcomes) => {
-            let results: Vec<Value> = outcomes.iter().map(outcome_json).collect();
-            (StatusCode::OK, axum::Json(json!({ "results": results }))).into_response()
+            let mut body = String::with_capacity(16 + 64 * outcomes.len());
+            body.push_str("{\"results\":[");
+            for (i, outcome) in outcomes.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                write_outcome(&mut body, outcome);
+            }
+            body.push_str("]}");
+            json_response(StatusCode::OK, body)
         }
         Err(e) => failure(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use leadmaps_core::ingest::EventId;
+
+    use super::*;
+
+    #[test]
+    fn outcomes_are_written_as_serde_json_writes_them() {
+        let id = EventId::generate(time::OffsetDateTime::UNIX_EPOCH);
+        let cases = [
+            (
+                Outcome::Accepted(id),
+                json!({ "result": "accepted", "id": id.0 }),
+            ),
+            (
+                Outcome::Duplicate(id),
+                json!({ "result": "duplicate", "id": id.0 }),
+            ),
+            (
+                Outcome::Rejected(RejectReason::Bot),
+                json!({ "result": "rejected", "reason": "bot" }),
+            ),
+            (
+                Outcome::Rejected(RejectReason::PropValueTooLong),
+                json!({ "result": "rejected", "reason": "prop_value_too_long" }),
+            ),
+        ];
+        for (outcome, expected) in cases {
+            let mut written = String::new();
+            write_outcome(&mut written, &outcome);
+            assert_eq!(written, expected.to_string());
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The bot filter: known bots and headless browsers, referrer spam, and per-workspace blocked
 //! address ranges. Dropped events are rejected with a reason and counted per workspace.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -106,7 +107,11 @@ impl BotFilter {
             return Some(RejectReason::Bot);
         }
         if let Some(host) = referrer.and_then(referrer_host) {
-            let spam = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+            // The domain itself or a subdomain of it.
+            let spam = |domain: &str| {
+                host.strip_suffix(domain)
+                    .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+            };
             if SPAM_REFERRERS.iter().any(|d| spam(d)) || self.extra_spam.iter().any(|d| spam(d)) {
                 return Some(RejectReason::ReferrerSpam);
             }
@@ -133,15 +138,89 @@ pub fn is_bot(user_agent: &str) -> bool {
     if agent.is_empty() {
         return true;
     }
-    let lower = agent.to_ascii_lowercase();
-    BOT_AGENTS.iter().any(|pattern| lower.contains(pattern))
+    // Lower-cased on the stack (this runs for every event), on the heap if long.
+    let mut stack = [0u8; 256];
+    let owned;
+    let lower: &[u8] = match stack.get_mut(..agent.len()) {
+        Some(buf) => {
+            buf.copy_from_slice(agent.as_bytes());
+            buf.make_ascii_lowercase();
+            buf
+        }
+        None => {
+            owned = agent.to_ascii_lowercase();
+            owned.as_bytes()
+        }
+    };
+    // One pass over the agent, trying at each byte only the patterns that start with it.
+    (0..lower.len()).any(|at| {
+        let mut candidates = BOT_AGENT_STARTS[usize::from(lower[at])];
+        while candidates != 0 {
+            let pattern = BOT_AGENTS[candidates.trailing_zeros() as usize].as_bytes();
+            if lower[at..].starts_with(pattern) {
+                return true;
+            }
+            candidates &= candidates - 1;
+        }
+        false
+    })
 }
 
-fn referrer_host(referrer: &str) -> Option<String> {
+/// For each byte, the [`BOT_AGENTS`] that start with it, as a bit set of their indexes.
+const BOT_AGENT_STARTS: [u64; 256] = {
+    assert!(BOT_AGENTS.len() <= 64, "one bit per pattern");
+    let mut starts = [0u64; 256];
+    let mut i = 0;
+    while i < BOT_AGENTS.len() {
+        let first = BOT_AGENTS[i].as_bytes()[0];
+        starts[first as usize] |= 1 << i;
+        i += 1;
+    }
+    starts
+};
+
+/// The referrer's host, lower case, without a leading `www.`, as the URL parser gives it.
+fn referrer_host(referrer: &str) -> Option<Cow<'_, str>> {
+    if let Some(host) = plain_http_host(referrer) {
+        return Some(Cow::Borrowed(host.trim_start_matches("www.")));
+    }
     url::Url::parse(referrer)
         .ok()?
         .host_str()
-        .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
+        .map(|h| Cow::Owned(h.trim_start_matches("www.").to_ascii_lowercase()))
+}
+
+/// The host of an `http(s)://` URL whose host the URL parser would keep exactly as written,
+/// without parsing the URL: what the collector passes (referrers it cleaned by serialising a
+/// parsed URL) almost always is. `None` leaves the case to the parser: another scheme or case,
+/// user info, a port, percent-encoding, IDNA (`xn--`), an address-like last label, white space
+/// or control characters anywhere (the parser removes tabs and newlines), an empty host.
+fn plain_http_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-';
+    if host.is_empty()
+        || !host.bytes().all(plain)
+        || host.contains("xn--")
+        || url.bytes().any(|b| b.is_ascii_control() || b == b' ')
+    {
+        return None;
+    }
+    // A last label (before any trailing dot) that starts with a digit may be read as an IPv4
+    // number ("0x7f", "127"): the parser decides.
+    let last = host
+        .strip_suffix('.')
+        .unwrap_or(host)
+        .rsplit('.')
+        .next()
+        .unwrap_or("");
+    match last.bytes().next() {
+        Some(b) if !b.is_ascii_digit() => Some(host),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +271,96 @@ mod tests {
             filter.check(FIREFOX, Some("https://notsemalt.com/"), ip, &[]),
             None
         );
+    }
+
+    #[test]
+    fn the_fast_referrer_host_agrees_with_the_url_parser() {
+        let parsed = |r: &str| {
+            url::Url::parse(r).ok().and_then(|u| {
+                u.host_str()
+                    .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
+            })
+        };
+        for referrer in [
+            "https://duckduckgo.com/",
+            "https://www.semalt.com/a/b?x#y",
+            "http://a.b-c.example",
+            "https://example.com.",
+            "https://EXAMPLE.com/",
+            "https://user@example.com/",
+            "https://example.com:8080/",
+            "https://127.0.0.1/",
+            "https://0x7f.1/",
+            "https://foo.123/",
+            "https://foo.123./",
+            "https://123.foo/",
+            "https://xn--bcher-kva.example/",
+            "https://b%C3%BCcher.example/",
+            "https://exa\tmple.com/",
+            "https://example.com\\path",
+            "https:///example.com/",
+            "https://",
+            "https://a..b/",
+            "https://-a-.example/",
+            " https://example.com/",
+            "android-app://com.example/",
+            "HTTPS://example.com/",
+            "https://example.com /",
+        ] {
+            assert_eq!(
+                referrer_host(referrer).map(Cow::into_owned),
+                parsed(referrer),
+                "{referrer:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn the_fast_referrer_host_agrees_with_the_url_parser_on_any_input(
+            referrer in "(https?|HTTP|ftp)://([a-z0-9.-]{0,12}|[a-zA-Z0-9.@:%_/?#\\\\ \t-]{0,24})(x|0x1|12|xn--a)?[./]?",
+        ) {
+            let parsed = url::Url::parse(&referrer)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| h.trim_start_matches("www.").to_ascii_lowercase()));
+            proptest::prop_assert_eq!(referrer_host(&referrer).map(Cow::into_owned), parsed);
+        }
+    }
+
+    #[test]
+    fn the_bot_search_finds_each_pattern_anywhere() {
+        for pattern in BOT_AGENTS {
+            assert!(
+                pattern.bytes().all(|b| !b.is_ascii_uppercase()),
+                "{pattern}"
+            );
+            for agent in [
+                pattern.to_string(),
+                pattern.to_ascii_uppercase(),
+                format!("Mozilla/5.0 ({pattern}"),
+                format!("x{pattern}y"),
+            ] {
+                assert!(is_bot(&agent), "{agent}");
+            }
+            // Every proper prefix alone is not a match of this pattern (it may be of another).
+            let prefix = &pattern[..pattern.len() - 1];
+            let naive = BOT_AGENTS.iter().any(|p| prefix.contains(p));
+            assert_eq!(is_bot(&format!("Mozilla {prefix}")), naive, "{prefix}");
+        }
+    }
+
+    #[test]
+    fn long_user_agents_are_checked_too() {
+        let long = format!("{} {}", "x".repeat(300), "Googlebot/2.1");
+        assert!(is_bot(&long));
+        assert!(!is_bot(&"x".repeat(300)));
+        assert!(is_bot(&format!("{}HeadlessChrome", "é".repeat(100))));
     }
 
     #[test]
