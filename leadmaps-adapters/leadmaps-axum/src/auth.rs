@@ -180,6 +180,17 @@ impl Ctx {
         )
     }
 
+    /// This realm's session and a JSON body, or the response that refuses them (401, 415, 400).
+    async fn session_with_body<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Session, T), Response> {
+        let session = self.session(headers).await?;
+        let body = json_body(headers, body).map_err(|(code, message)| error(code, message))?;
+        Ok((session, body))
+    }
+
     /// This realm's session from the cookie, or 401.
     async fn session(&self, headers: &HeaderMap) -> Result<Session, Response> {
         match self.state.session(headers).await {
@@ -667,13 +678,9 @@ fn codes_response<C: std::ops::Deref<Target = String>>(codes: &[C]) -> Response 
 /// Starts (or, with a current code of the active factor, restarts) enrolment; returns the
 /// `otpauth://` URI once.
 async fn enroll(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let session = match ctx.session(&headers).await {
-        Ok(session) => session,
+    let (session, body): (Session, CodeBody) = match ctx.session_with_body(&headers, &body).await {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let body: CodeBody = match json_body(&headers, &body) {
-        Ok(body) => body,
-        Err((code, message)) => return error(code, message),
     };
     let services = ctx.services();
     match services.totp.state(session.subject).await {
@@ -714,13 +721,9 @@ async fn confirm_enrolment(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let session = match ctx.session(&headers).await {
-        Ok(session) => session,
+    let (session, body): (Session, CodeBody) = match ctx.session_with_body(&headers, &body).await {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let body: CodeBody = match json_body(&headers, &body) {
-        Ok(body) => body,
-        Err((code, message)) => return error(code, message),
     };
     let Some(code) = body.code else {
         return error(StatusCode::BAD_REQUEST, "code is required");
@@ -759,13 +762,9 @@ async fn regenerate_codes(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let session = match ctx.session(&headers).await {
-        Ok(session) => session,
+    let (session, body): (Session, CodeBody) = match ctx.session_with_body(&headers, &body).await {
+        Ok(found) => found,
         Err(response) => return response,
-    };
-    let body: CodeBody = match json_body(&headers, &body) {
-        Ok(body) => body,
-        Err((code, message)) => return error(code, message),
     };
     let Some(code) = body.code.filter(|_| session.second_factor) else {
         return error(
