@@ -56,6 +56,24 @@ struct State {
     checkpoints: HashMap<WorkspaceId, Vec<Checkpoint>>,
 }
 
+impl State {
+    /// Appends the next record of the scope's workspace. Called with the state locked, so "read
+    /// the head, seal, push" never interleaves with another append, and a mutation that writes
+    /// its record under the same lock commits both or neither.
+    fn append_audit(
+        &mut self,
+        scope: &Scope,
+        draft: AuditDraft,
+        at: OffsetDateTime,
+    ) -> Result<AuditRecord> {
+        draft.check_scope(scope)?;
+        let log = self.audit.entry(scope.workspace()).or_default();
+        let record = seal(log.last(), scope.workspace(), draft, at, AuditId::new())?;
+        log.push(record.clone());
+        Ok(record)
+    }
+}
+
 /// The in-memory store.
 #[derive(Default)]
 pub struct MemoryStore {
@@ -153,10 +171,7 @@ impl WorkspaceStore for MemoryStore {
             .ok_or(Error::NotFound)?
             .policy;
         let draft = WorkspacePolicy::audit_draft(scope, &before, policy);
-        draft.check_scope(scope)?;
-        let log = state.audit.entry(scope.workspace()).or_default();
-        let record = seal(log.last(), scope.workspace(), draft, at, AuditId::new())?;
-        log.push(record.clone());
+        let record = state.append_audit(scope, draft, at)?;
         let workspace = state
             .workspaces
             .get_mut(&scope.workspace())
@@ -923,13 +938,7 @@ impl AuditStore for MemoryStore {
         draft: AuditDraft,
         at: OffsetDateTime,
     ) -> Result<AuditRecord> {
-        draft.check_scope(scope)?;
-        // One lock over "read the head, seal, push": appends of a workspace never interleave.
-        let mut state = self.state();
-        let log = state.audit.entry(scope.workspace()).or_default();
-        let record = seal(log.last(), scope.workspace(), draft, at, AuditId::new())?;
-        log.push(record.clone());
-        Ok(record)
+        self.state().append_audit(scope, draft, at)
     }
 
     async fn audit_records(

@@ -274,6 +274,15 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
     response
 }
 
+/// Adds `Retry-After` in whole seconds, at least one.
+fn retry_after(mut response: Response, wait: time::Duration) -> Response {
+    let seconds = u64::try_from(wait.whole_seconds()).unwrap_or(0).max(1);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 fn redirect(to: &'static str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     response
@@ -589,15 +598,11 @@ async fn challenge(
             Err(error) => unavailable(&error, "session rotation"),
         },
         TotpOutcome::Locked { until } => {
-            let wait = (until - services.clock.now()).whole_seconds().max(1);
-            let mut response = page(
+            let response = page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "<p>Too many wrong codes. Try again in a while.</p>",
             );
-            if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
+            retry_after(response, until - services.clock.now())
         }
         TotpOutcome::Rejected { .. } | TotpOutcome::Reused => {
             let reused = outcome == TotpOutcome::Reused;
@@ -655,12 +660,8 @@ fn json_body<T: serde::de::DeserializeOwned + Default>(
 fn refused(ctx: &Ctx, subject: Subject, outcome: TotpOutcome) -> Response {
     match outcome {
         TotpOutcome::Locked { until } => {
-            let wait = (until - ctx.services().clock.now()).whole_seconds().max(1);
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "too many wrong codes");
-            if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
+            let response = error(StatusCode::TOO_MANY_REQUESTS, "too many wrong codes");
+            retry_after(response, until - ctx.services().clock.now())
         }
         TotpOutcome::Reused => {
             report_reuse(ctx, subject);
@@ -799,15 +800,20 @@ async fn sign_out(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     with_cookie(StatusCode::NO_CONTENT.into_response(), CLEAR_SESSION_COOKIE)
 }
 
+/// Ends every session of the session's subject and clears the cookie.
+async fn end_every_session(ctx: &Ctx, session: &Session) -> Response {
+    match ctx.services().sessions.revoke_all(session.subject).await {
+        Ok(_) => with_cookie(StatusCode::NO_CONTENT.into_response(), CLEAR_SESSION_COOKIE),
+        Err(error) => unavailable(&error, "sign-out"),
+    }
+}
+
 async fn sign_out_everywhere(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     let session = match ctx.session(&headers).await {
         Ok(session) => session,
         Err(response) => return response,
     };
-    match ctx.services().sessions.revoke_all(session.subject).await {
-        Ok(_) => with_cookie(StatusCode::NO_CONTENT.into_response(), CLEAR_SESSION_COOKIE),
-        Err(error) => unavailable(&error, "sign-out"),
-    }
+    end_every_session(&ctx, &session).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -888,8 +894,5 @@ async fn staff_sign_out_everywhere(State(ctx): State<Ctx>, headers: HeaderMap) -
         Ok(session) => session,
         Err(response) => return response,
     };
-    match ctx.services().sessions.revoke_all(session.subject).await {
-        Ok(_) => with_cookie(StatusCode::NO_CONTENT.into_response(), CLEAR_SESSION_COOKIE),
-        Err(error) => unavailable(&error, "sign-out"),
-    }
+    end_every_session(&ctx, &session).await
 }

@@ -215,7 +215,7 @@ async fn workspace(
     match state.store.workspace(&scope).await {
         Ok(ws) => axum::Json(json!({
             "id": ws.id, "name": ws.name, "region": ws.region.as_str(),
-            "policy": {"require_totp": ws.policy.require_totp},
+            "policy": ws.policy.to_json(),
         }))
         .into_response(),
         Err(e) => store_error(&e),
@@ -341,9 +341,7 @@ async fn set_policy(
         .set_workspace_policy(&scope, &policy, state.gate.now())
         .await
     {
-        Ok((ws, _)) => {
-            axum::Json(json!({"policy": {"require_totp": ws.policy.require_totp}})).into_response()
-        }
+        Ok((ws, _)) => axum::Json(json!({"policy": ws.policy.to_json()})).into_response(),
         Err(e) => store_error(&e),
     }
 }
