@@ -33,6 +33,8 @@ use axum::routing::get;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
+use leadmaps::audit::{AuditJob, CheckpointSigner};
+use leadmaps::auth::impersonation::Impersonation;
 use leadmaps::auth::keys::ApiKeys;
 use leadmaps::auth::recovery::RecoveryCodes;
 use leadmaps::auth::session::Sessions;
@@ -45,11 +47,13 @@ use leadmaps::crypto::{EnvKeyProvider, FileKeyProvider, KeyRing, Vault};
 use leadmaps::ingest::privacy::Salts;
 use leadmaps::ingest::{Collector, CollectorConfig};
 use leadmaps::mail::{Email, Mailer};
+use leadmaps::policy::RetentionJob;
 use leadmaps::store::Store;
 use leadmaps::tenancy::{Action, Gate, Principal, Region, SystemTask, WorkspaceId};
 use leadmaps::tenancy::{Role, StaffId, UserId};
 use leadmaps_axum::auth::{AuthServices, AuthState, auth_routes, staff_routes};
 use leadmaps_axum::dashboard::{DashboardState, dashboard_routes};
+use leadmaps_axum::staff::{ImpersonationState, impersonation_routes};
 use leadmaps_axum::{CollectorState, RateLimit, collector_routes, harden};
 use leadmaps_store_postgres::{PostgresConfig, PostgresStore};
 use leadmaps_store_sqlite::SqliteStore;
@@ -148,13 +152,20 @@ enum StaffCommand {
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
-    /// Verify a workspace's hash chain and signed checkpoints; print the first bad record and
-    /// exit 1 if there is one.
+    /// Verify hash chains and signed checkpoints (one workspace, or the instance tenant and
+    /// every workspace); print each report, the first bad record of each, and exit 1 if any log
+    /// has one.
     Verify {
-        /// The workspace.
+        /// Only this workspace.
         #[arg(long)]
-        workspace: WorkspaceId,
+        workspace: Option<WorkspaceId>,
+        /// Also require checkpoints at the writer's cadence (every 100 records or 5 minutes) up
+        /// to now: for a server that has been running the checkpoint writer.
+        #[arg(long)]
+        cadence: bool,
     },
+    /// Write a signed checkpoint of every log where one is due (what `serve` does every minute).
+    Checkpoint,
 }
 
 #[derive(Subcommand, Debug)]
@@ -339,19 +350,31 @@ async fn main() -> Result<(), BoxError> {
             Ok(())
         }
         Command::Audit {
-            command: AuditCommand::Verify { workspace },
+            command: AuditCommand::Verify { workspace, cadence },
         } => {
-            use leadmaps::audit::{AuditStoreExt as _, CheckpointSigner};
-            let scope = gate.authorize(
-                &Principal::System(SystemTask::Audit),
-                workspace,
-                Action::AuditRead,
-            )?;
-            let report = store
-                .verify_audit(&scope, &CheckpointSigner::new(vault.ring()))
-                .await?;
-            println!("{report}");
-            if !report.is_ok() {
+            let job = AuditJob::new(store, CheckpointSigner::new(vault.ring()), gate);
+            let reports = match workspace {
+                Some(workspace) => vec![job.verify(workspace, cadence).await?],
+                None => job.verify_all(cadence).await?,
+            };
+            for report in &reports {
+                println!("{report}");
+            }
+            if reports.iter().any(|r| !r.is_ok()) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Checkpoint,
+        } => {
+            let job = AuditJob::new(store, CheckpointSigner::new(vault.ring()), gate);
+            let run = job.checkpoint_all().await?;
+            println!(
+                "checkpoints written: {}, failed: {}",
+                run.written, run.failed
+            );
+            if run.failed > 0 {
                 std::process::exit(1);
             }
             Ok(())
@@ -641,13 +664,28 @@ async fn serve(
         trusted_proxies.clone(),
     ));
     let dashboard = Arc::new(
-        DashboardState::new(store.clone(), keys, gate.clone()).with_sessions(sessions, totp),
+        DashboardState::new(store.clone(), keys, gate.clone())
+            .with_sessions(sessions, totp)
+            .with_trusted_proxies(trusted_proxies.clone()),
     );
+    let impersonation = Arc::new(ImpersonationState::new(
+        auth.clone(),
+        Arc::new(Impersonation::new(store.clone(), gate.clone())),
+        store.clone(),
+    ));
+    let audit_job = AuditJob::new(
+        store.clone(),
+        CheckpointSigner::new(vault.ring()),
+        gate.clone(),
+    );
+    let retention_job = RetentionJob::new(store.clone(), gate.clone());
     let (collector, batcher) =
         Collector::over_store(store.clone(), vault, gate.clone(), clock, config);
     let collector = Arc::new(collector);
     let batcher = tokio::spawn(batcher.run());
     let salt_job = tokio::spawn(destroy_expired_salts(salts, gate));
+    let checkpoint_job = tokio::spawn(write_checkpoints(audit_job));
+    let retention_job = tokio::spawn(enforce_retention(retention_job));
     let ops = Arc::new(Ops {
         store,
         collector: collector.clone(),
@@ -662,6 +700,7 @@ async fn serve(
         collector_routes(state)
             .merge(auth_routes(auth.clone()))
             .merge(staff_routes(auth))
+            .merge(impersonation_routes(impersonation))
             .merge(dashboard_routes(dashboard))
             .merge(
                 Router::new()
@@ -691,10 +730,52 @@ async fn serve(
     // Every request has been answered; dropping the last queue handle lets the batcher commit
     // what is left and stop.
     salt_job.abort();
+    checkpoint_job.abort();
+    retention_job.abort();
     drop(ops);
     batcher.await?;
     tracing::info!("queue drained; stopped");
     Ok(())
+}
+
+/// Signs every audit log's head when due (100 records or 5 minutes), checking every minute.
+async fn write_checkpoints(job: AuditJob) {
+    loop {
+        match job.checkpoint_all().await {
+            Ok(run) if run.failed > 0 => tracing::warn!(
+                failed = run.failed,
+                "audit checkpoints failed for some logs; run `audit verify`"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(kind = ?e.kind(), "audit checkpoints failed; will retry"),
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
+/// Deletes events past each workspace's retention period, hourly.
+async fn enforce_retention(job: RetentionJob) {
+    loop {
+        match job.run_once().await {
+            Ok(run) => {
+                if run.deleted > 0 {
+                    tracing::info!(
+                        deleted = run.deleted,
+                        workspaces = run.workspaces,
+                        "retention enforced"
+                    );
+                }
+                if run.failed > 0 {
+                    tracing::warn!(
+                        failed = run.failed,
+                        "retention failed for some workspaces; will retry"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(kind = ?e.kind(), "retention failed; will retry"),
+        }
+        tokio::time::sleep(Duration::from_secs(60 * 60)).await;
+    }
 }
 
 async fn destroy_expired_salts(salts: Arc<Salts>, gate: Gate) {

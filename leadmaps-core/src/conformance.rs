@@ -13,6 +13,7 @@
 //! broken rule. Everything goes through `&dyn Store`.
 
 mod audit;
+mod policy;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +25,9 @@ use crate::clock::{Clock, ManualClock};
 use crate::crypto::{Kek, KeyRing, Purpose, SecretContext, Vault};
 use crate::error::{Error, ErrorKind};
 use crate::ingest::{Event, EventBatch, EventId, RejectReason, Revenue, Verdict, VisitorId};
-use crate::store::{DropCount, MAX_SECRET_BLOB, Store, StoredSalt, StoredSecret, WrappedTenantKey};
+use crate::store::{
+    DropCount, MAX_SECRET_BLOB, PolicyChange, Store, StoredSalt, StoredSecret, WrappedTenantKey,
+};
 use crate::tenancy::{
     Action, Gate, Principal, Region, Role, Scope, SystemTask, UserId, WorkspaceId,
 };
@@ -84,8 +87,19 @@ checks!(
     audit_concurrent_appends_never_fork,
     audit_reads_need_audit_read_and_stay_in_workspace,
     audit_checkpoints_round_trip_and_verify,
+    policy_changes_are_stored_and_audited,
+    retention_job_keeps_newer_events,
+    workspace_ids_page_in_order,
+    impersonation_is_audited_before_access,
+    checkpoint_job_signs_due_heads,
     ]
 );
+
+pub use policy::{
+    checkpoint_job_signs_due_heads, impersonation_is_audited_before_access,
+    policy_changes_are_stored_and_audited, retention_job_keeps_newer_events,
+    workspace_ids_page_in_order,
+};
 
 pub use audit::{
     audit_appends_chain_and_verify, audit_checkpoints_round_trip_and_verify,
@@ -223,7 +237,7 @@ pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
             .await
             .unwrap();
     }
-    let strict = WorkspacePolicy { require_totp: true };
+    let strict = PolicyChange::RequireTotp(true);
     assert_eq!(
         kind(
             store
@@ -316,7 +330,7 @@ pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
     store
         .set_workspace_policy(
             &f.a(Action::WorkspaceUpdate),
-            &WorkspacePolicy::default(),
+            &PolicyChange::RequireTotp(false),
             f.clock.now(),
         )
         .await
@@ -1446,8 +1460,11 @@ pub async fn event_isolation(store: Arc<dyn Store>) {
                 )
                 .unwrap(),
             t + Duration::hours(1),
+            1000,
+            t,
         )
         .await
+        .map(|(deleted, _)| deleted)
         .unwrap();
     assert_eq!(gone, 1);
     assert_eq!(
@@ -1503,7 +1520,8 @@ pub async fn event_batch_region_and_scope(store: Arc<dyn Store>) {
     );
 }
 
-/// Retention deletes only older events of one workspace, and needs the retention action.
+/// Retention deletes only older events of one workspace, oldest first and at most a batch at a
+/// time, needs the retention action, and commits each batch with the audit record counting it.
 pub async fn retention_delete(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let store = store.as_ref();
@@ -1516,10 +1534,11 @@ pub async fn retention_delete(store: Arc<dyn Store>) {
         .append_events(&batch_of(&f, &[event(f.b, 0, t)]))
         .await
         .unwrap();
+    let cutoff = t + Duration::days(5);
     assert_eq!(
         kind(
             store
-                .delete_events_before(&f.a(Action::EventRead), t + Duration::days(5))
+                .delete_events_before(&f.a(Action::EventRead), cutoff, 10, t)
                 .await
         ),
         ErrorKind::Denied
@@ -1534,12 +1553,32 @@ pub async fn retention_delete(store: Arc<dyn Store>) {
             .unwrap()
     };
     assert_eq!(
-        store
-            .delete_events_before(&retention(f.a), t + Duration::days(5))
-            .await
-            .unwrap(),
-        5
+        kind(
+            store
+                .delete_events_before(&retention(f.a), cutoff, 0, t)
+                .await
+        ),
+        ErrorKind::Invalid
     );
+    let mut counted = Vec::new();
+    loop {
+        let (deleted, record) = store
+            .delete_events_before(&retention(f.a), cutoff, 3, t)
+            .await
+            .unwrap();
+        assert!(deleted <= 3, "a batch is bounded");
+        let Some(record) = record else {
+            assert_eq!(deleted, 0, "no record only for nothing");
+            break;
+        };
+        assert_eq!(
+            record.action,
+            crate::audit::AuditAction::RetentionEventsDeleted
+        );
+        assert_eq!(record.after.as_ref().unwrap()["deleted"], deleted);
+        counted.push(deleted);
+    }
+    assert_eq!(counted, [3, 2]);
     let left = store
         .events(&f.a(Action::EventRead), t, t + Duration::days(30), 100)
         .await
@@ -1555,6 +1594,20 @@ pub async fn retention_delete(store: Arc<dyn Store>) {
             .unwrap()
             .len(),
         1
+    );
+    // The records are in A's log, chained after each other; B's log has none.
+    let log = store
+        .audit_records(&f.a(Action::AuditRead), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].prev_hash, log[0].hash);
+    assert!(
+        store
+            .audit_records(&f.b(Action::AuditRead), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

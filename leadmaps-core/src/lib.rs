@@ -10,6 +10,7 @@ mod error;
 pub mod ingest;
 pub mod mail;
 pub mod memory;
+pub mod policy;
 pub mod store;
 pub mod tenancy;
 

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use time::{Date, OffsetDateTime};
 
 use crate::audit::{AuditDraft, AuditId, AuditRecord, AuditStore, Checkpoint, seal};
+use crate::auth::impersonation::{GrantStore, StoredGrant};
 use crate::auth::keys::{ApiKeyRecord, ApiKeyStore};
 use crate::auth::recovery::RecoveryStore;
 use crate::auth::session::{MagicLink, SessionRecord, SessionStore};
@@ -20,13 +21,14 @@ use crate::error::{Error, Result};
 use crate::ingest::{Event, EventBatch, EventId, RejectReason, Verdict};
 use crate::mail::Address;
 use crate::store::{
-    DropCount, EventSink, KeyStore, MAX_SECRET_BLOB, SaltDestruction, SaltStore, SecretStore, Site,
-    SiteRoute, SiteStore, Store, StoredSalt, StoredSecret, Workspace, WorkspacePolicy,
-    WorkspaceStore, WrappedTenantKey, normalize_domain, require_secret_read, validate_secret_name,
-    validate_workspace_name,
+    DropCount, EventSink, KeyStore, MAX_SECRET_BLOB, PolicyChange, SaltDestruction, SaltStore,
+    SecretStore, Site, SiteRoute, SiteStore, Store, StoredSalt, StoredSecret, Workspace,
+    WorkspacePolicy, WorkspaceStore, WrappedTenantKey, normalize_domain, require_secret_read,
+    validate_secret_name, validate_workspace_name,
 };
 use crate::tenancy::{
-    Action, ApiKeyId, Denied, Membership, Region, Role, Scope, StaffId, UserId, WorkspaceId,
+    Action, ApiKeyId, Denied, GrantId, Membership, Region, Role, Scope, StaffId, UserId,
+    WorkspaceId,
 };
 
 #[derive(Default)]
@@ -40,6 +42,7 @@ struct State {
     salts: BTreeMap<WorkspaceId, BTreeMap<Date, Vec<u8>>>,
     salt_destructions: HashMap<WorkspaceId, Vec<SaltDestruction>>,
     events: HashMap<WorkspaceId, BTreeMap<(OffsetDateTime, EventId), Event>>,
+    grants: HashMap<GrantId, StoredGrant>,
     event_ids: HashMap<WorkspaceId, BTreeSet<EventId>>,
     drops: HashMap<WorkspaceId, BTreeMap<(Date, RejectReason), u64>>,
     totp: HashMap<Subject, TotpFactor>,
@@ -159,25 +162,45 @@ impl WorkspaceStore for MemoryStore {
     async fn set_workspace_policy(
         &self,
         scope: &Scope,
-        policy: &WorkspacePolicy,
+        change: &PolicyChange,
         at: OffsetDateTime,
     ) -> Result<(Workspace, AuditRecord)> {
         scope.require(Action::WorkspaceUpdate)?;
+        change.validate()?;
         // One lock over the change and its record: both happen or neither.
         let mut state = self.state();
         let before = state
             .workspaces
             .get(&scope.workspace())
             .ok_or(Error::NotFound)?
-            .policy;
-        let draft = WorkspacePolicy::audit_draft(scope, &before, policy);
+            .policy
+            .clone();
+        let after = change.apply(&before);
+        let draft = change.audit_draft(scope, &before, &after);
         let record = state.append_audit(scope, draft, at)?;
         let workspace = state
             .workspaces
             .get_mut(&scope.workspace())
             .ok_or(Error::NotFound)?;
-        workspace.policy = *policy;
+        workspace.policy = after;
         Ok((workspace.clone(), record))
+    }
+
+    async fn workspace_ids(
+        &self,
+        after: Option<WorkspaceId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceId>> {
+        let state = self.state();
+        let mut ids: Vec<WorkspaceId> = state
+            .workspaces
+            .keys()
+            .copied()
+            .filter(|id| after.is_none_or(|after| *id > after))
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(limit as usize);
+        Ok(ids)
     }
 }
 
@@ -574,23 +597,49 @@ impl EventSink for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn delete_events_before(&self, scope: &Scope, cutoff: OffsetDateTime) -> Result<u64> {
+    async fn delete_events_before(
+        &self,
+        scope: &Scope,
+        cutoff: OffsetDateTime,
+        limit: u32,
+        at: OffsetDateTime,
+    ) -> Result<(u64, Option<AuditRecord>)> {
         scope.require(Action::RetentionEnforce)?;
+        if limit == 0 {
+            return Err(Error::invalid("retention batch of 0 events"));
+        }
         let mut state = self.state();
+        let expired: Vec<(OffsetDateTime, EventId)> = state
+            .events
+            .get(&scope.workspace())
+            .map(|events| {
+                events
+                    .range(..(cutoff, EventId(uuid::Uuid::nil())))
+                    .take(limit as usize)
+                    .map(|(key, _)| *key)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if expired.is_empty() {
+            return Ok((0, None));
+        }
+        // The record first: if it cannot be written, nothing is deleted.
+        let draft = crate::policy::retention_draft(scope, cutoff, expired.len() as u64);
+        let record = state.append_audit(scope, draft, at)?;
         let State {
             events, event_ids, ..
         } = &mut *state;
-        let Some(events) = events.get_mut(&scope.workspace()) else {
-            return Ok(0);
-        };
-        let keep = events.split_off(&(cutoff, EventId(uuid::Uuid::nil())));
-        let gone = std::mem::replace(events, keep);
+        if let Some(events) = events.get_mut(&scope.workspace()) {
+            for key in &expired {
+                events.remove(key);
+            }
+        }
         if let Some(ids) = event_ids.get_mut(&scope.workspace()) {
-            for (_, id) in gone.keys() {
+            for (_, id) in &expired {
                 ids.remove(id);
             }
         }
-        Ok(gone.len() as u64)
+        Ok((expired.len() as u64, Some(record)))
     }
 }
 
@@ -979,6 +1028,44 @@ impl AuditStore for MemoryStore {
             .get(&scope.workspace())
             .cloned()
             .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl GrantStore for MemoryStore {
+    async fn open_grant(
+        &self,
+        scope: &Scope,
+        grant: &StoredGrant,
+        at: OffsetDateTime,
+    ) -> Result<AuditRecord> {
+        grant.check_scope(scope)?;
+        let mut state = self.state();
+        if state.grants.contains_key(&grant.grant.id) {
+            return Err(Error::Conflict("grant exists"));
+        }
+        let record = state.append_audit(scope, grant.started_draft(scope), at)?;
+        state.grants.insert(grant.grant.id, grant.clone());
+        Ok(record)
+    }
+
+    async fn grant(&self, id: GrantId) -> Result<Option<StoredGrant>> {
+        Ok(self.state().grants.get(&id).cloned())
+    }
+
+    async fn close_grant(&self, scope: &Scope, at: OffsetDateTime) -> Result<AuditRecord> {
+        let id = scope.grant().ok_or(Error::NotFound)?;
+        let mut state = self.state();
+        let grant = state.grants.get(&id).cloned().ok_or(Error::NotFound)?;
+        grant.check_scope(scope)?;
+        if grant.closed_at.is_some() {
+            return Err(Error::Conflict("grant already closed"));
+        }
+        let record = state.append_audit(scope, grant.ended_draft(scope, at), at)?;
+        if let Some(stored) = state.grants.get_mut(&id) {
+            stored.closed_at = Some(at);
+        }
+        Ok(record)
     }
 }
 

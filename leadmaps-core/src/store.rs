@@ -29,36 +29,7 @@ pub struct Workspace {
     pub policy: WorkspacePolicy,
 }
 
-/// What a workspace's admins require of everyone who reaches its data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WorkspacePolicy {
-    /// Members reach the workspace only from a session that passed a second factor; the gate
-    /// enforces it through [`crate::tenancy::Membership::require_totp`].
-    pub require_totp: bool,
-}
-
-impl WorkspacePolicy {
-    /// As JSON, for audit records.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "require_totp": self.require_totp })
-    }
-
-    /// The audit record of a change from `before` to `after`, by the holder of `scope`: every
-    /// store writes exactly this with the change.
-    pub fn audit_draft(
-        scope: &Scope,
-        before: &WorkspacePolicy,
-        after: &WorkspacePolicy,
-    ) -> crate::audit::AuditDraft {
-        crate::audit::AuditDraft::new(
-            scope,
-            crate::audit::AuditAction::WorkspacePolicyUpdated,
-            crate::audit::Target::workspace(scope.workspace()),
-        )
-        .with_before(before.to_json())
-        .with_after(after.to_json())
-    }
-}
+pub use crate::policy::{PolicyChange, WorkspacePolicy};
 
 /// Longest workspace name, in bytes.
 pub const MAX_WORKSPACE_NAME: usize = 200;
@@ -125,18 +96,28 @@ pub trait WorkspaceStore: Send + Sync {
     /// [`Error::NotFound`], [`Error::Invalid`].
     async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace>;
 
-    /// Replaces the workspace's policy and appends its audit record
-    /// ([`WorkspacePolicy::audit_draft`] of the stored and the new policy, sealed at `at`) in the
-    /// same transaction: both commit or neither. Requires [`Action::WorkspaceUpdate`].
+    /// Applies `change` to the stored policy ([`PolicyChange::apply`]) and appends its audit
+    /// record ([`PolicyChange::audit_draft`] of the stored and the new policy, sealed at `at`),
+    /// in one transaction: both commit or neither. Requires [`Action::WorkspaceUpdate`].
     ///
     /// # Errors
-    /// [`Error::NotFound`]; any error of the audit append, with nothing changed.
+    /// [`Error::Invalid`] when [`PolicyChange::validate`] refuses the change; [`Error::NotFound`];
+    /// any error of the audit append, with nothing changed.
     async fn set_workspace_policy(
         &self,
         scope: &Scope,
-        policy: &WorkspacePolicy,
+        change: &PolicyChange,
         at: OffsetDateTime,
     ) -> Result<(Workspace, crate::audit::AuditRecord)>;
+
+    /// Up to `limit` workspace ids above `after`, ascending, for system jobs that visit every
+    /// workspace (retention, audit checkpoints). Ids only: nothing of a workspace is read
+    /// without a scope.
+    async fn workspace_ids(
+        &self,
+        after: Option<WorkspaceId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceId>>;
 }
 
 /// A sealed secret as stored: the blob is a v1 envelope whose context is rebuilt from the
@@ -431,9 +412,23 @@ pub trait EventSink: Send + Sync {
     /// The workspace's filtered-event counts, by day and reason. Requires [`Action::EventRead`].
     async fn drop_counts(&self, scope: &Scope) -> Result<Vec<DropCount>>;
 
-    /// Deletes the workspace's events received before `cutoff`, returning how many. Requires
-    /// [`Action::RetentionEnforce`].
-    async fn delete_events_before(&self, scope: &Scope, cutoff: OffsetDateTime) -> Result<u64>;
+    /// Deletes up to `limit` of the workspace's events received before `cutoff` (oldest first),
+    /// with their id claims, and in the same transaction appends the audit record
+    /// [`crate::policy::retention_draft`] counting them, sealed at `at`: the deletion and its
+    /// record commit together or not at all. Returns how many were deleted and the record, or
+    /// `(0, None)` when nothing was older (no record for nothing). Events received at or after
+    /// `cutoff` are never touched. Requires [`Action::RetentionEnforce`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a `limit` of 0; any error of the audit append, with nothing
+    /// deleted.
+    async fn delete_events_before(
+        &self,
+        scope: &Scope,
+        cutoff: OffsetDateTime,
+        limit: u32,
+        at: OffsetDateTime,
+    ) -> Result<(u64, Option<crate::audit::AuditRecord>)>;
 }
 
 /// Every store trait, for `Arc<dyn Store>`.
@@ -447,6 +442,7 @@ pub trait Store:
     + crate::auth::AuthStore
     + crate::auth::IdentityStore
     + crate::audit::AuditStore
+    + crate::auth::impersonation::GrantStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {

@@ -26,11 +26,11 @@
 //!
 //! [`CHALLENGE_TRIES`]: leadmaps_core::auth::session::CHALLENGE_TRIES
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,11 +45,11 @@ use leadmaps_core::auth::staff::{SensitiveAction, StepUp, staff_principal};
 use leadmaps_core::auth::totp::{FactorState, Subject, TotpFactors, TotpOutcome};
 use leadmaps_core::clock::Clock;
 use leadmaps_core::mail::{Address, Email, Mailer};
-use leadmaps_core::tenancy::{Action, Gate, Principal, SystemTask, WorkspaceId};
+use leadmaps_core::tenancy::{Action, Gate, Principal, StaffId, SystemTask, WorkspaceId};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::{PeerAddr, client_ip};
+use crate::client::{client_ip, peer_ip};
 
 /// The services the sign-in routes use.
 pub struct AuthServices {
@@ -106,6 +106,29 @@ impl AuthState {
     pub(crate) async fn session(&self, headers: &HeaderMap) -> Option<Session> {
         let token = session_token(headers)?;
         self.services.sessions.authenticate(token).await.ok()
+    }
+
+    /// The services, for the other staff routes of this crate.
+    pub(crate) fn services(&self) -> &AuthServices {
+        &self.services
+    }
+
+    /// The request's staff session that passed a second factor, and its staff member: 401
+    /// without a session, 403 for a customer session or one without a second factor.
+    pub(crate) async fn staff_session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Session, StaffId), Response> {
+        let Some(session) = self.session(headers).await else {
+            return Err(error(StatusCode::UNAUTHORIZED, "sign in first"));
+        };
+        match (staff_principal(&session, None), session.subject) {
+            (Ok(_), Subject::Staff(staff)) => Ok((session, staff)),
+            _ => Err(error(
+                StatusCode::FORBIDDEN,
+                "staff access needs a second factor",
+            )),
+        }
     }
 }
 
@@ -322,17 +345,7 @@ struct LinkRequest {
 
 async fn request_link(State(ctx): State<Ctx>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .or_else(|| {
-            parts
-                .extensions
-                .get::<ConnectInfo<PeerAddr>>()
-                .map(|ConnectInfo(PeerAddr(addr))| addr.ip())
-        })
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let peer = peer_ip(&parts.extensions).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let ip = client_ip(peer, &parts.headers, &ctx.state.trusted_proxies);
     let body = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     // Answer first; everything that could differ between addresses happens afterwards.
@@ -821,12 +834,10 @@ async fn sign_out_everywhere(State(ctx): State<Ctx>, headers: HeaderMap) -> Resp
 
 /// A staff session that passed a second factor, or 401 (none) / 403 (anything less).
 async fn staff_session(ctx: &Ctx, headers: &HeaderMap) -> Result<Session, Response> {
-    let Some(session) = ctx.state.session(headers).await else {
-        return Err(error(StatusCode::UNAUTHORIZED, "sign in first"));
-    };
-    staff_principal(&session, None)
-        .map(|_| session)
-        .map_err(|_| error(StatusCode::FORBIDDEN, "staff access needs a second factor"))
+    ctx.state
+        .staff_session(headers)
+        .await
+        .map(|(session, _)| session)
 }
 
 async fn staff_me(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {

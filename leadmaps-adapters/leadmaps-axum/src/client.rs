@@ -26,6 +26,35 @@ impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
     }
 }
 
+/// The peer address axum's connect info recorded for a request (`ConnectInfo<SocketAddr>` or
+/// `ConnectInfo<PeerAddr>`); `None` when the server was not started with connect info.
+pub(crate) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    use axum::extract::ConnectInfo;
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<PeerAddr>>()
+                .map(|ConnectInfo(PeerAddr(addr))| addr.ip())
+        })
+}
+
+/// The peer address of a request, as an extractor (never rejects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peer(pub(crate) Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer_ip(&parts.extensions)))
+    }
+}
+
 /// The client address of a request from `peer`.
 ///
 /// `X-Forwarded-For` is read only when `peer` is in `trusted`; then its addresses are walked

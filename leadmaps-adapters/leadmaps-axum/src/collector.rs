@@ -8,12 +8,12 @@
 //! `rejected` and its reason, never with a silent success.
 
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -22,7 +22,7 @@ use leadmaps_core::ingest::event::parse;
 use leadmaps_core::ingest::{ClientInfo, CollectError, Collector, Outcome, RejectReason, limits};
 use serde_json::{Value, json};
 
-use crate::client::{PeerAddr, client_ip};
+use crate::client::{client_ip, peer_ip};
 use crate::limiter::{RateLimit, RateLimiter};
 
 /// What the collector routes share.
@@ -170,16 +170,7 @@ async fn prepare(state: &CollectorState, request: Request) -> Result<Prepared, R
             "expected application/json or text/plain",
         ));
     }
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .or_else(|| {
-            parts
-                .extensions
-                .get::<ConnectInfo<PeerAddr>>()
-                .map(|ConnectInfo(PeerAddr(addr))| addr.ip())
-        })
+    let peer = peer_ip(&parts.extensions)
         .ok_or_else(|| error(StatusCode::INTERNAL_SERVER_ERROR, "no peer address"))?;
     let ip = client_ip(peer, &parts.headers, &state.trusted_proxies);
     if let Err(wait) = state.limiter.check(ip) {

@@ -7,18 +7,22 @@
 //! (existence is not revealed); 403 for an action the role or key lacks, or a workspace that
 //! requires TOTP from a session that has not passed it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::client::{Peer, client_ip};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use ipnet::IpNet;
 use leadmaps_core::audit::{AUDIT_PAGE, AuditAction, AuditRecord};
 use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::session::Sessions;
 use leadmaps_core::auth::totp::{FactorState, Subject, TotpFactors};
-use leadmaps_core::store::Store;
+use leadmaps_core::policy::IpAllowlist;
+use leadmaps_core::store::{PolicyChange, Store};
 use leadmaps_core::tenancy::{Action, Denied, Gate, Principal, Scope, WorkspaceId};
 use serde::Deserialize;
 use serde_json::json;
@@ -30,6 +34,7 @@ pub struct DashboardState {
     keys: Arc<ApiKeys>,
     gate: Gate,
     sessions: Option<(Arc<Sessions>, Arc<TotpFactors>)>,
+    trusted_proxies: Vec<IpNet>,
 }
 
 impl std::fmt::Debug for DashboardState {
@@ -46,7 +51,15 @@ impl DashboardState {
             keys,
             gate,
             sessions: None,
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// Proxies whose `X-Forwarded-For` names the client, for workspace IP allowlists (see
+    /// [`crate::client_ip`]). Without them, the peer address is the client.
+    pub fn with_trusted_proxies(mut self, proxies: Vec<IpNet>) -> Self {
+        self.trusted_proxies = proxies;
+        self
     }
 
     /// Also admits signed-in members by their session cookie. A member with an active TOTP
@@ -73,6 +86,16 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
         "/api/v1/workspaces/{id}/policy",
         Action::WorkspaceUpdate,
     ),
+    (
+        "PUT",
+        "/api/v1/workspaces/{id}/ip-allowlist",
+        Action::WorkspaceUpdate,
+    ),
+    (
+        "PUT",
+        "/api/v1/workspaces/{id}/retention",
+        Action::WorkspaceUpdate,
+    ),
     ("GET", "/api/v1/workspaces/{id}/audit", Action::AuditRead),
     (
         "GET",
@@ -89,6 +112,11 @@ pub fn dashboard_routes(state: Arc<DashboardState>) -> Router {
         .route("/api/v1/workspaces/{id}/events", get(events))
         .route("/api/v1/workspaces/{id}/drops", get(drops))
         .route("/api/v1/workspaces/{id}/policy", put(set_policy))
+        .route(
+            "/api/v1/workspaces/{id}/ip-allowlist",
+            put(set_ip_allowlist),
+        )
+        .route("/api/v1/workspaces/{id}/retention", put(set_retention))
         .route("/api/v1/workspaces/{id}/audit", get(audit))
         .route("/api/v1/workspaces/{id}/audit/export", get(audit_export))
         .with_state(state)
@@ -176,18 +204,35 @@ async fn principal(state: &DashboardState, headers: &HeaderMap) -> Result<Princi
     })
 }
 
-/// Authenticates the request and asks the gate for `action` on the workspace in the path.
+/// Where a request comes from and what it carries: the peer address and the headers.
+struct Request<'a> {
+    peer: Peer,
+    headers: &'a HeaderMap,
+}
+
+impl Request<'_> {
+    /// The client address behind trusted proxies; `None` without connect info.
+    fn client(&self, state: &DashboardState) -> Option<IpAddr> {
+        self.peer
+            .0
+            .map(|peer| client_ip(peer, self.headers, &state.trusted_proxies))
+    }
+}
+
+/// Authenticates the request, asks the gate for `action` on the workspace in the path, and
+/// enforces the workspace's IP allowlist (403 from outside it, before anything is read or
+/// changed; a request without a known client address is outside any non-empty list).
 async fn scope(
     state: &DashboardState,
-    headers: &HeaderMap,
+    request: &Request<'_>,
     id: &str,
     action: Action,
 ) -> Result<Scope, Response> {
-    let principal = principal(state, headers).await?;
+    let principal = principal(state, request.headers).await?;
     let Ok(workspace) = id.parse::<WorkspaceId>() else {
         return Err(status(StatusCode::NOT_FOUND, "not found"));
     };
-    state
+    let scope = state
         .gate
         .authorize(&principal, workspace, action)
         .map_err(|denied| match denied {
@@ -200,15 +245,44 @@ async fn scope(
                 "this workspace requires two-factor authentication",
             ),
             _ => status(StatusCode::FORBIDDEN, "not permitted"),
-        })
+        })?;
+    let allowlist = state
+        .store
+        .workspace(&scope)
+        .await
+        .map_err(|e| store_error(&e))?
+        .policy
+        .ip_allowlist;
+    if !allowlist.is_empty()
+        && !request
+            .client(state)
+            .is_some_and(|ip| allowlist.permits(ip))
+    {
+        return Err(status(
+            StatusCode::FORBIDDEN,
+            "this workspace does not admit requests from this address",
+        ));
+    }
+    Ok(scope)
 }
 
 async fn workspace(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    let scope = match scope(&state, &headers, &id, Action::WorkspaceRead).await {
+    let scope = match scope(
+        &state,
+        &Request {
+            peer,
+            headers: &headers,
+        },
+        &id,
+        Action::WorkspaceRead,
+    )
+    .await
+    {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -225,9 +299,20 @@ async fn workspace(
 async fn sites(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    let scope = match scope(&state, &headers, &id, Action::WorkspaceRead).await {
+    let scope = match scope(
+        &state,
+        &Request {
+            peer,
+            headers: &headers,
+        },
+        &id,
+        Action::WorkspaceRead,
+    )
+    .await
+    {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -242,32 +327,52 @@ async fn sites(
 
 /// Query of the events route: a window in Unix seconds and a page size.
 #[derive(Debug, Deserialize)]
-struct Window {
+pub(crate) struct Window {
     from: Option<i64>,
     to: Option<i64>,
     limit: Option<u32>,
+}
+
+impl Window {
+    /// `[from, to)` (all of time when absent) and the page size (100 by default, at most 1000).
+    pub(crate) fn bounds(&self) -> (OffsetDateTime, OffsetDateTime, u32) {
+        let at = |t: Option<i64>, default: OffsetDateTime| {
+            t.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                .unwrap_or(default)
+        };
+        (
+            at(self.from, OffsetDateTime::UNIX_EPOCH),
+            at(
+                self.to,
+                OffsetDateTime::UNIX_EPOCH + time::Duration::days(365 * 200),
+            ),
+            self.limit.unwrap_or(100).min(1000),
+        )
+    }
 }
 
 async fn events(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
     Query(window): Query<Window>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    let scope = match scope(&state, &headers, &id, Action::EventRead).await {
+    let scope = match scope(
+        &state,
+        &Request {
+            peer,
+            headers: &headers,
+        },
+        &id,
+        Action::EventRead,
+    )
+    .await
+    {
         Ok(scope) => scope,
         Err(response) => return response,
     };
-    let at = |t: Option<i64>, default: OffsetDateTime| {
-        t.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-            .unwrap_or(default)
-    };
-    let from = at(window.from, OffsetDateTime::UNIX_EPOCH);
-    let to = at(
-        window.to,
-        OffsetDateTime::UNIX_EPOCH + time::Duration::days(365 * 200),
-    );
-    let limit = window.limit.unwrap_or(100).min(1000);
+    let (from, to, limit) = window.bounds();
     match state.store.events(&scope, from, to, limit).await {
         Ok(events) => {
             let rows: Vec<_> = events
@@ -288,9 +393,20 @@ async fn events(
 async fn drops(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    let scope = match scope(&state, &headers, &id, Action::EventRead).await {
+    let scope = match scope(
+        &state,
+        &Request {
+            peer,
+            headers: &headers,
+        },
+        &id,
+        Action::EventRead,
+    )
+    .await
+    {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -311,39 +427,165 @@ struct PolicyBody {
     require_totp: bool,
 }
 
-/// Replaces the workspace's policy (admins, or keys with `workspace.update`). JSON only, so a
-/// cross-site form cannot send it with a member's cookie.
-async fn set_policy(
-    State(state): State<Arc<DashboardState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let scope = match scope(&state, &headers, &id, Action::WorkspaceUpdate).await {
-        Ok(scope) => scope,
-        Err(response) => return response,
-    };
-    if !crate::headers::is_json(&headers) {
-        return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json");
+/// Body of the IP allowlist route: CIDR ranges (`[]` admits every address).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowlistBody {
+    ranges: Vec<String>,
+}
+
+/// Body of the retention route: days, or `null` to keep events indefinitely. `days` must be
+/// present: a body without it is a mistake, not a request to keep events forever.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionBody {
+    days: serde_json::Value,
+}
+
+impl RetentionBody {
+    fn days(&self) -> Option<Option<u32>> {
+        match &self.days {
+            serde_json::Value::Null => Some(None),
+            days => days.as_u64().and_then(|d| u32::try_from(d).ok()).map(Some),
+        }
     }
-    let Ok(body) = serde_json::from_slice::<PolicyBody>(&body) else {
-        return status(
+}
+
+/// The JSON body of a policy route, refused unless it is `application/json` (so a cross-site
+/// form cannot send it with a member's cookie).
+fn policy_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: &'static str,
+) -> Result<T, (StatusCode, &'static str)> {
+    if !crate::headers::is_json(headers) {
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json"));
+    }
+    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, expected))
+}
+
+/// Applies one policy change; the change and its audit record commit together, or neither does.
+async fn change_policy(state: &DashboardState, scope: &Scope, change: PolicyChange) -> Response {
+    if let Err(e) = change.validate() {
+        return (
             StatusCode::BAD_REQUEST,
-            "expected {\"require_totp\": true|false}",
-        );
-    };
-    let policy = leadmaps_core::store::WorkspacePolicy {
-        require_totp: body.require_totp,
-    };
-    // The change and its audit record commit together, or neither does.
+            axum::Json(json!({ "error": e.to_string() })),
+        )
+            .into_response();
+    }
     match state
         .store
-        .set_workspace_policy(&scope, &policy, state.gate.now())
+        .set_workspace_policy(scope, &change, state.gate.now())
         .await
     {
         Ok((ws, _)) => axum::Json(json!({"policy": ws.policy.to_json()})).into_response(),
         Err(e) => store_error(&e),
     }
+}
+
+/// A policy route: the gate's `workspace.update` scope, a JSON body of type `B`, and `change`
+/// turning it into one policy change (or a refusal).
+async fn policy_route<B: serde::de::DeserializeOwned>(
+    state: &DashboardState,
+    id: &str,
+    request: Request<'_>,
+    body: &[u8],
+    expected: &'static str,
+    change: impl FnOnce(B, &Request<'_>) -> Result<PolicyChange, (StatusCode, String)>,
+) -> Response {
+    let scope = match scope(state, &request, id, Action::WorkspaceUpdate).await {
+        Ok(scope) => scope,
+        Err(response) => return response,
+    };
+    match policy_body::<B>(request.headers, body, expected) {
+        Ok(body) => match change(body, &request) {
+            Ok(change) => change_policy(state, &scope, change).await,
+            Err((code, message)) => (code, axum::Json(json!({ "error": message }))).into_response(),
+        },
+        Err((code, message)) => status(code, message),
+    }
+}
+
+/// Turns the "require TOTP" policy on or off (admins, or keys with `workspace.update`).
+async fn set_policy(
+    State(state): State<Arc<DashboardState>>,
+    Path(id): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let request = Request {
+        peer,
+        headers: &headers,
+    };
+    let expected = "expected {\"require_totp\": true|false}";
+    policy_route(&state, &id, request, &body, expected, |b: PolicyBody, _| {
+        Ok(PolicyChange::RequireTotp(b.require_totp))
+    })
+    .await
+}
+
+/// Replaces the IP allowlist. A list that would not admit this very request is refused (409):
+/// an admin cannot lock themselves out by a typo.
+async fn set_ip_allowlist(
+    State(state): State<Arc<DashboardState>>,
+    Path(id): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let request = Request {
+        peer,
+        headers: &headers,
+    };
+    let expected = "expected {\"ranges\": [CIDR, ...]}";
+    policy_route(
+        &state,
+        &id,
+        request,
+        &body,
+        expected,
+        |b: AllowlistBody, request| {
+            let list = IpAllowlist::parse(&b.ranges)
+                .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+            if !list.is_empty() && !request.client(&state).is_some_and(|ip| list.permits(ip)) {
+                return Err((
+                    StatusCode::CONFLICT,
+                    "the new allowlist would not admit this request's address".to_owned(),
+                ));
+            }
+            Ok(PolicyChange::IpAllowlist(list))
+        },
+    )
+    .await
+}
+
+/// Sets the retention period in days (1 to 3650), or `null` to keep events indefinitely.
+async fn set_retention(
+    State(state): State<Arc<DashboardState>>,
+    Path(id): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let request = Request {
+        peer,
+        headers: &headers,
+    };
+    let expected = "expected {\"days\": n|null}";
+    policy_route(
+        &state,
+        &id,
+        request,
+        &body,
+        expected,
+        |b: RetentionBody, _| {
+            b.days()
+                .map(PolicyChange::RetentionDays)
+                .ok_or_else(|| (StatusCode::BAD_REQUEST, expected.to_owned()))
+        },
+    )
+    .await
 }
 
 /// Query of the audit routes: a cursor (the last seq seen), a page size, an action filter.
@@ -423,9 +665,20 @@ async fn audit(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
     Query(query): Query<AuditQuery>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    let scope = match scope(&state, &headers, &id, Action::AuditRead).await {
+    let scope = match scope(
+        &state,
+        &Request {
+            peer,
+            headers: &headers,
+        },
+        &id,
+        Action::AuditRead,
+    )
+    .await
+    {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -445,9 +698,20 @@ async fn audit_export(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
     Query(query): Query<AuditQuery>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    let scope = match scope(&state, &headers, &id, Action::AuditRead).await {
+    let scope = match scope(
+        &state,
+        &Request {
+            peer,
+            headers: &headers,
+        },
+        &id,
+        Action::AuditRead,
+    )
+    .await
+    {
         Ok(scope) => scope,
         Err(response) => return response,
     };

@@ -509,8 +509,10 @@ impl EventSink for DownSink {
         &self,
         _: &Scope,
         _: OffsetDateTime,
-    ) -> leadmaps_core::Result<u64> {
-        Ok(0)
+        _: u32,
+        _: OffsetDateTime,
+    ) -> leadmaps_core::Result<(u64, Option<leadmaps_core::audit::AuditRecord>)> {
+        Ok((0, None))
     }
 }
 

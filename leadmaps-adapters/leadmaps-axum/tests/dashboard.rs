@@ -115,7 +115,7 @@ async fn call(world: &World, method: &str, path: &str, key: Option<&str>) -> (St
         Body::empty()
     } else {
         request = request.header(header::CONTENT_TYPE, "application/json");
-        Body::from("{\"require_totp\": false}")
+        Body::from(harmless_body(path))
     };
     if let Some(key) = key {
         request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
@@ -129,6 +129,17 @@ async fn call(world: &World, method: &str, path: &str, key: Option<&str>) -> (St
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A valid body for a write route that restricts nothing.
+fn harmless_body(path: &str) -> &'static str {
+    if path.ends_with("/ip-allowlist") {
+        r#"{"ranges": []}"#
+    } else if path.ends_with("/retention") {
+        r#"{"days": null}"#
+    } else {
+        r#"{"require_totp": false}"#
+    }
 }
 
 fn path(template: &str, id: WorkspaceId) -> String {
@@ -292,4 +303,188 @@ async fn every_mutating_route_writes_exactly_one_audit_record_and_the_log_shows_
         .collect();
     assert_eq!(lines.len(), records.len());
     assert_eq!(lines.last().unwrap()["seq"], last["seq"]);
+}
+
+/// A request from `ip` (as the peer, or behind `proxy` in `X-Forwarded-For`).
+async fn from(
+    w: &World,
+    method: &str,
+    path: &str,
+    ip: &str,
+    forwarded: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    use axum::extract::ConnectInfo;
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {}", w.key_a_read))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(forwarded) = forwarded {
+        request = request.header("x-forwarded-for", forwarded);
+    }
+    let mut request = request
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+        .unwrap();
+    let peer: std::net::SocketAddr = (ip.parse::<std::net::IpAddr>().unwrap(), 40_000).into();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(leadmaps_axum::PeerAddr(peer)));
+    let response = w.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_ip_allowlist_admits_its_ranges_and_refuses_everyone_else_changing_nothing() {
+    let w = world().await;
+    let allowlist = path("/api/v1/workspaces/{id}/ip-allowlist", w.a);
+    let events = path("/api/v1/workspaces/{id}/events", w.a);
+    let retention = path("/api/v1/workspaces/{id}/retention", w.a);
+    // A list that would lock out the admin setting it is refused.
+    let (status, _) = from(
+        &w,
+        "PUT",
+        &allowlist,
+        "198.51.100.9",
+        None,
+        Some(r#"{"ranges": ["192.0.2.0/24"]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Malformed ranges: 400, with a reason that does not echo them.
+    let (status, body) = from(
+        &w,
+        "PUT",
+        &allowlist,
+        "192.0.2.7",
+        None,
+        Some(r#"{"ranges": ["192.0.2.7/24"]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.to_string().contains("192.0.2.7"), "{body}");
+    let (status, body) = from(
+        &w,
+        "PUT",
+        &allowlist,
+        "192.0.2.7",
+        None,
+        Some(r#"{"ranges": ["192.0.2.0/24", "2001:db8::/32"]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["policy"]["ip_allowlist"],
+        serde_json::json!(["192.0.2.0/24", "2001:db8::/32"])
+    );
+    let records = audit_count(&w, w.a).await;
+
+    for (ip, admitted) in [
+        ("192.0.2.200", true),
+        ("::ffff:192.0.2.1", true),
+        ("2001:db8::5", true),
+        ("198.51.100.9", false),
+        ("2001:db9::5", false),
+    ] {
+        let (status, _) = from(&w, "GET", &events, ip, None, None).await;
+        let want = if admitted {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(status, want, "{ip}");
+    }
+    // From outside: a write is refused and changes nothing, not even the log.
+    let (status, body) = from(
+        &w,
+        "PUT",
+        &retention,
+        "198.51.100.9",
+        None,
+        Some(r#"{"days": 7}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body["error"],
+        "this workspace does not admit requests from this address"
+    );
+    assert_eq!(audit_count(&w, w.a).await, records);
+    let admin = Principal::member(UserId::new(), [(w.a, Role::Admin)]);
+    let read = w
+        .gate
+        .authorize(&admin, w.a, Action::WorkspaceRead)
+        .unwrap();
+    assert_eq!(
+        w.store
+            .workspace(&read)
+            .await
+            .unwrap()
+            .policy
+            .retention_days,
+        None
+    );
+    // No proxy is trusted here: a forged X-Forwarded-For changes nothing.
+    let (status, _) = from(&w, "GET", &events, "198.51.100.9", Some("192.0.2.1"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A request without a known address is outside a non-empty list.
+    let (status, _) = get(&w, &events, Some(&w.key_a_read)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // The other workspace has no list.
+    let (status, _) = from(
+        &w,
+        "GET",
+        &path("/api/v1/workspaces/{id}", w.b),
+        "198.51.100.9",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "still not A's key's workspace"
+    );
+}
+
+#[tokio::test]
+async fn retention_is_set_in_bounds_and_recorded() {
+    let w = world().await;
+    let retention = path("/api/v1/workspaces/{id}/retention", w.a);
+    for bad in [
+        r#"{"days": 0}"#,
+        r#"{"days": 4000}"#,
+        r#"{"days": "x"}"#,
+        r#"{}"#,
+    ] {
+        let (status, _) = from(&w, "PUT", &retention, "192.0.2.1", None, Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(audit_count(&w, w.a).await, 0);
+    let (status, body) = from(
+        &w,
+        "PUT",
+        &retention,
+        "192.0.2.1",
+        None,
+        Some(r#"{"days": 30}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["policy"]["retention_days"], 30);
+    let (_, log) = get(
+        &w,
+        &path(
+            "/api/v1/workspaces/{id}/audit?action=retention_policy.updated",
+            w.a,
+        ),
+        Some(&w.key_a_read),
+    )
+    .await;
+    let records = log["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["before"]["days"], Value::Null);
+    assert_eq!(records[0]["after"]["days"], 30);
 }

@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use leadmaps_axum::auth::{AuthServices, AuthState, STAFF_ROUTES, auth_routes, staff_routes};
 use leadmaps_axum::dashboard::{DashboardState, dashboard_routes};
+use leadmaps_axum::staff::{IMPERSONATION_ROUTES, ImpersonationState, impersonation_routes};
 use leadmaps_core::audit::{AuditAction, AuditStore};
+use leadmaps_core::auth::impersonation::Impersonation;
 use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::otp::{OtpAuth, Totp};
 use leadmaps_core::auth::recovery::RecoveryCodes;
@@ -105,9 +107,15 @@ async fn world() -> World {
         DashboardState::new(store.clone() as Arc<dyn Store>, keys, gate.clone())
             .with_sessions(sessions, totp.clone()),
     );
+    let impersonation = Arc::new(ImpersonationState::new(
+        state.clone(),
+        Arc::new(Impersonation::new(store.clone(), gate.clone())),
+        store.clone(),
+    ));
     World {
         router: auth_routes(state.clone())
             .merge(staff_routes(state))
+            .merge(impersonation_routes(impersonation))
             .merge(dashboard_routes(dashboard)),
         store,
         outbox,
@@ -233,6 +241,14 @@ impl World {
             body.to_string()
         };
         self.send(request.body(Body::from(body)).unwrap()).await
+    }
+
+    /// Buys a step-up grant for `action` with a fresh code (the clock moves to the next step).
+    async fn step_up_with(&self, cookie: &str, seed: &[u8], action: &str) -> Reply {
+        self.clock.advance(Duration::seconds(30));
+        let body = serde_json::json!({"action": action, "code": self.code(seed)});
+        self.json("POST", "/staff/api/v1/step-up", Some(cookie), body)
+            .await
     }
 
     async fn get(&self, path: &str, cookie: &str) -> Reply {
@@ -534,7 +550,7 @@ async fn staff_routes_refuse_every_session_without_a_staff_second_factor() {
         StatusCode::UNAUTHORIZED
     );
 
-    for (method, path) in STAFF_ROUTES {
+    for (method, path) in STAFF_ROUTES.iter().chain(IMPERSONATION_ROUTES) {
         let call = |cookie: Option<&str>| {
             let mut request = Request::builder()
                 .method(*method)
@@ -705,4 +721,191 @@ async fn a_workspace_that_requires_totp_is_out_of_reach_without_it() {
     let ok = w.get(&path, &full).await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(ok.json()["policy"]["require_totp"], true);
+}
+
+/// A staff member opens a grant (second factor, step-up, reason, at most an hour); the customer's
+/// log shows it before any read, every read is recorded first with both identities, another
+/// workspace and another staff member get nothing, and closing or expiry ends it.
+#[tokio::test]
+async fn impersonation_is_stepped_up_time_boxed_and_in_the_customers_log() {
+    let w = world().await;
+    let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+    let provisioning = Principal::System(SystemTask::Provisioning);
+    for ws in [a, b] {
+        w.store
+            .create_workspace(
+                &w.gate
+                    .authorize(&provisioning, ws, Action::WorkspaceCreate)
+                    .unwrap(),
+                "w",
+                Region::Eu,
+                w.clock.now(),
+            )
+            .await
+            .unwrap();
+    }
+    let ops = w.staff("ops@leadmaps.example").await;
+    let seed = w.active_factor(Subject::Staff(ops)).await;
+    let half = w
+        .sign_in("/staff/auth", "ops@leadmaps.example")
+        .await
+        .cookie();
+    let full = w
+        .challenge("/staff/auth", &half, &w.code(&seed))
+        .await
+        .cookie();
+    let open = |ws: WorkspaceId, body: Value| {
+        let full = full.clone();
+        let w = &w;
+        async move {
+            w.json(
+                "POST",
+                &format!("/staff/api/v1/workspaces/{ws}/impersonation"),
+                Some(&full),
+                body,
+            )
+            .await
+        }
+    };
+    let ticket = serde_json::json!({"reason": "ticket 4711", "minutes": 10});
+    let customer_log = |ws: WorkspaceId| {
+        let w = &w;
+        async move {
+            let scope = w
+                .gate
+                .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
+                .unwrap();
+            w.store.audit_records(&scope, 0, 100).await.unwrap()
+        }
+    };
+
+    // No step-up, no grant.
+    assert_eq!(open(a, ticket.clone()).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        w.step_up_with(&full, &seed, "impersonation.start")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    // More than an hour is refused (and the step-up is spent only on a well-formed request).
+    let long = open(
+        a,
+        serde_json::json!({"reason": "ticket 4711", "minutes": 61}),
+    )
+    .await;
+    assert_eq!(long.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        w.step_up_with(&full, &seed, "impersonation.start")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let opened = open(a, ticket.clone()).await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    let grant = opened.json()["grant_id"].as_str().unwrap().to_owned();
+    let log = customer_log(a).await;
+    assert_eq!(log.len(), 1, "the grant is in the log before any access");
+    assert_eq!(log[0].action, AuditAction::ImpersonationStarted);
+    assert_eq!(log[0].after.as_ref().unwrap()["reason"], "ticket 4711");
+    assert!(customer_log(b).await.is_empty());
+
+    // A read is recorded first, naming the staff member and the grant.
+    let read = w
+        .get(
+            &format!("/staff/api/v1/impersonation/{grant}/workspace"),
+            &full,
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.json()["id"], a.to_string());
+    let events = w
+        .get(
+            &format!("/staff/api/v1/impersonation/{grant}/events"),
+            &full,
+        )
+        .await;
+    assert_eq!(events.status, StatusCode::OK);
+    let log = customer_log(a).await;
+    assert_eq!(log.len(), 3);
+    for record in &log[1..] {
+        assert_eq!(record.action, AuditAction::StaffRead);
+        assert_eq!(record.actor, log[0].actor, "staff member and grant");
+        assert!(record.action.customer_visible());
+    }
+    // The customer sees it through their own audit API too.
+    assert_eq!(log[0].actor.kind(), "staff");
+    assert_eq!(log[0].actor.subject(), ops.to_string());
+    assert_eq!(
+        log[0].actor.grant().map(|g| g.to_string()).as_deref(),
+        Some(grant.as_str())
+    );
+
+    // Another staff member cannot use the grant.
+    let other = w.staff("other@leadmaps.example").await;
+    let other_seed = w.active_factor(Subject::Staff(other)).await;
+    let other_half = w
+        .sign_in("/staff/auth", "other@leadmaps.example")
+        .await
+        .cookie();
+    let other_full = w
+        .challenge("/staff/auth", &other_half, &w.code(&other_seed))
+        .await
+        .cookie();
+    assert_eq!(
+        w.get(
+            &format!("/staff/api/v1/impersonation/{grant}/workspace"),
+            &other_full
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Expired (the staff session, idle for less than 30 minutes, is still good): refused, and
+    // nothing more is recorded.
+    w.clock.advance(Duration::minutes(11));
+    assert_eq!(
+        w.get(
+            &format!("/staff/api/v1/impersonation/{grant}/workspace"),
+            &full
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(customer_log(a).await.len(), 3);
+
+    // A fresh grant, closed early: the end is recorded, and it admits nothing after.
+    assert_eq!(
+        w.step_up_with(&full, &seed, "impersonation.start")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let second = open(a, ticket).await.json()["grant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let close = w
+        .json(
+            "DELETE",
+            &format!("/staff/api/v1/impersonation/{second}"),
+            Some(&full),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(close.status, StatusCode::NO_CONTENT, "{}", close.body);
+    assert_eq!(
+        customer_log(a).await.last().unwrap().action,
+        AuditAction::ImpersonationEnded
+    );
+    assert_eq!(
+        w.get(
+            &format!("/staff/api/v1/impersonation/{second}/events"),
+            &full
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -69,6 +69,7 @@ use std::task::Poll;
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
+use leadmaps_core::audit::AuditRecord;
 use leadmaps_core::ingest::{
     Event, EventBatch, EventId, RejectReason, Revenue, Verdict, VisitorId,
 };
@@ -629,14 +630,33 @@ impl EventSink for PostgresStore {
         Ok(counts)
     }
 
-    async fn delete_events_before(&self, scope: &Scope, cutoff: OffsetDateTime) -> Result<u64> {
+    async fn delete_events_before(
+        &self,
+        scope: &Scope,
+        cutoff: OffsetDateTime,
+        limit: u32,
+        at: OffsetDateTime,
+    ) -> Result<(u64, Option<AuditRecord>)> {
         scope.require(Action::RetentionEnforce)?;
+        if limit == 0 {
+            return Err(Error::invalid("retention batch of 0 events"));
+        }
         let mut client = self.client().await?;
+        // One batch, one transaction: the oldest `limit` events before the cutoff, their id
+        // claims, and the record counting them commit together or not at all. Ids are unique
+        // per workspace (event_ids), so (received_at, id) names each row; the join walks the
+        // (workspace_id, received_at) index.
         let tx = scoped(&mut client, scope.workspace(), false).await?;
         let delete = tx
             .prepare_cached(
-                "WITH gone AS (
-                     DELETE FROM leadmaps.events WHERE workspace_id = $1 AND received_at < $2 RETURNING id
+                "WITH doomed AS (
+                     SELECT received_at, id FROM leadmaps.events
+                     WHERE workspace_id = $1 AND received_at < $2
+                     ORDER BY received_at LIMIT $3
+                 ), gone AS (
+                     DELETE FROM leadmaps.events AS e USING doomed AS d
+                     WHERE e.workspace_id = $1 AND e.received_at = d.received_at AND e.id = d.id
+                     RETURNING e.id
                  ), forgotten AS (
                      DELETE FROM leadmaps.event_ids AS i USING gone
                      WHERE i.workspace_id = $1 AND i.id = gone.id
@@ -646,13 +666,22 @@ impl EventSink for PostgresStore {
             .await
             .map_err(pg)?;
         let deleted: i64 = tx
-            .query_one(&delete, &[&id(scope.workspace()), &cutoff])
+            .query_one(
+                &delete,
+                &[&id(scope.workspace()), &cutoff, &i64::from(limit)],
+            )
             .await
             .map_err(pg)?
             .try_get(0)
             .map_err(pg)?;
+        let deleted = u64::try_from(deleted).map_err(|_| internal("a negative count"))?;
+        if deleted == 0 {
+            return Ok((0, None));
+        }
+        let draft = leadmaps_core::policy::retention_draft(scope, cutoff, deleted);
+        let record = crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
         tx.commit().await.map_err(pg)?;
-        u64::try_from(deleted).map_err(|_| internal("a negative count"))
+        Ok((deleted, Some(record)))
     }
 }
 

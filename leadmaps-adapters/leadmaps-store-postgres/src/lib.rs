@@ -6,6 +6,7 @@ mod config;
 mod doctor;
 mod error;
 mod events;
+mod grants;
 mod identity;
 mod migrate;
 mod recovery;

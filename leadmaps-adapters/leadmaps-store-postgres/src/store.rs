@@ -12,10 +12,11 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use leadmaps_core::audit::AuditRecord;
 use leadmaps_core::crypto::Purpose;
+use leadmaps_core::policy::IpAllowlist;
 use leadmaps_core::store::{
-    Capabilities, KeyStore, MAX_SECRET_BLOB, SecretStore, Store, StoredSecret, Workspace,
-    WorkspacePolicy, WorkspaceStore, WrappedTenantKey, require_secret_read, validate_secret_name,
-    validate_workspace_name,
+    Capabilities, KeyStore, MAX_SECRET_BLOB, PolicyChange, SecretStore, Store, StoredSecret,
+    Workspace, WorkspacePolicy, WorkspaceStore, WrappedTenantKey, require_secret_read,
+    validate_secret_name, validate_workspace_name,
 };
 use leadmaps_core::tenancy::{Action, Denied, Region, Scope, WorkspaceId};
 use leadmaps_core::{Error, Result};
@@ -213,7 +214,8 @@ pub(crate) fn to_u32(value: i64) -> Result<u32> {
 }
 
 /// The columns `workspace_from_row` reads.
-const WORKSPACE_COLUMNS: &str = "workspace_id, name, region, created_at, require_totp";
+const WORKSPACE_COLUMNS: &str =
+    "workspace_id, name, region, created_at, require_totp, ip_allowlist, retention_days";
 
 fn workspace_from_row(row: &tokio_postgres::Row) -> Result<Workspace> {
     let region: String = row.try_get("region").map_err(pg)?;
@@ -224,9 +226,20 @@ fn workspace_from_row(row: &tokio_postgres::Row) -> Result<Workspace> {
             .parse()
             .map_err(|_| internal("a stored region is unknown"))?,
         created_at: row.try_get("created_at").map_err(pg)?,
-        policy: WorkspacePolicy {
-            require_totp: row.try_get("require_totp").map_err(pg)?,
-        },
+        policy: policy_from_row(row)?,
+    })
+}
+
+fn policy_from_row(row: &tokio_postgres::Row) -> Result<WorkspacePolicy> {
+    let ranges: Vec<String> = row.try_get("ip_allowlist").map_err(pg)?;
+    let days: Option<i32> = row.try_get("retention_days").map_err(pg)?;
+    Ok(WorkspacePolicy {
+        require_totp: row.try_get("require_totp").map_err(pg)?,
+        ip_allowlist: IpAllowlist::parse(&ranges)
+            .map_err(|_| internal("a stored IP allowlist does not parse"))?,
+        retention_days: days
+            .map(|days| u32::try_from(days).map_err(|_| internal("negative retention days")))
+            .transpose()?,
     })
 }
 
@@ -301,45 +314,78 @@ impl WorkspaceStore for PostgresStore {
     async fn set_workspace_policy(
         &self,
         scope: &Scope,
-        policy: &WorkspacePolicy,
+        change: &PolicyChange,
         at: OffsetDateTime,
     ) -> Result<(Workspace, AuditRecord)> {
         scope.require(Action::WorkspaceUpdate)?;
+        change.validate()?;
         let mut client = self.client().await?;
-        // The change and its audit record in one transaction: both commit or neither.
+        // Read (locked), change and record in one transaction: a concurrent change of another
+        // part waits and is not undone, and the change commits with its record or not at all.
         let tx = scoped(&mut client, scope.workspace(), false).await?;
         let current = tx
             .prepare_cached(
-                "SELECT require_totp FROM leadmaps.workspaces WHERE workspace_id = $1 FOR UPDATE",
+                "SELECT require_totp, ip_allowlist, retention_days FROM leadmaps.workspaces
+                 WHERE workspace_id = $1 FOR UPDATE",
             )
             .await
             .map_err(pg)?;
-        let before = WorkspacePolicy {
-            require_totp: tx
-                .query_opt(&current, &[&id(scope.workspace())])
+        let before = policy_from_row(
+            &tx.query_opt(&current, &[&id(scope.workspace())])
                 .await
                 .map_err(pg)?
-                .ok_or(Error::NotFound)?
-                .try_get(0)
-                .map_err(pg)?,
-        };
-        let draft = WorkspacePolicy::audit_draft(scope, &before, policy);
+                .ok_or(Error::NotFound)?,
+        )?;
+        let after = change.apply(&before);
+        let draft = change.audit_draft(scope, &before, &after);
         draft.check_scope(scope)?;
         let update = tx
             .prepare_cached(&format!(
-                "UPDATE leadmaps.workspaces SET require_totp = $2 WHERE workspace_id = $1
-                 RETURNING {WORKSPACE_COLUMNS}"
+                "UPDATE leadmaps.workspaces
+                 SET require_totp = $2, ip_allowlist = $3, retention_days = $4
+                 WHERE workspace_id = $1 RETURNING {WORKSPACE_COLUMNS}"
             ))
             .await
             .map_err(pg)?;
+        let days = after
+            .retention_days
+            .map(|days| i32::try_from(days).map_err(|_| Error::invalid("retention too long")))
+            .transpose()?;
         let row = tx
-            .query_opt(&update, &[&id(scope.workspace()), &policy.require_totp])
+            .query_opt(
+                &update,
+                &[
+                    &id(scope.workspace()),
+                    &after.require_totp,
+                    &after.ip_allowlist.to_strings(),
+                    &days,
+                ],
+            )
             .await
             .map_err(pg)?;
         let workspace = workspace_from_row(&row.ok_or(Error::NotFound)?)?;
         let record = crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
         tx.commit().await.map_err(pg)?;
         Ok((workspace, record))
+    }
+
+    async fn workspace_ids(
+        &self,
+        after: Option<WorkspaceId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceId>> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached("SELECT w FROM leadmaps.workspace_ids($1, $2) AS w")
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(&select, &[&after.map(id), &i64::from(limit)])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|row| Ok(WorkspaceId::from_uuid(row.try_get(0).map_err(pg)?)))
+            .collect()
     }
 }
 

@@ -243,11 +243,12 @@ async fn idempotency_spans_batches_and_months_and_retention_forgets_ids() {
 
             // Retention deletes the events and forgets their ids with them, so event_ids does not
             // grow without bound; an id re-sent after its event expired is stored again.
-            let gone = store
-                .delete_events_before(&t.retention(a), feb + day)
+            let (gone, record) = store
+                .delete_events_before(&t.retention(a), feb + day, 1000, feb + day)
                 .await
                 .unwrap();
             assert_eq!(gone, 2, "ids 1 and 3");
+            assert_eq!(record.unwrap().after.unwrap()["deleted"], 2);
             assert!(
                 !store
                     .has_event(&read, EventId(Uuid::from_u128(1)))

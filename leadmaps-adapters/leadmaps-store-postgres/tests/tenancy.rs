@@ -84,6 +84,11 @@ const TABLES: &[Table] = &[
         update: None,
         delete: false,
     },
+    Table {
+        name: "leadmaps.impersonation_grants",
+        update: Some("closed_at = now()"),
+        delete: false,
+    },
 ];
 
 /// One row for `ws` in `table`; `n` varies the keys so several rows of one workspace can coexist.
@@ -125,6 +130,10 @@ fn row_sql(table: &str, ws: Uuid, n: u8) -> String {
             "('{ws}', {n}, gen_random_uuid(), now(), 'collector', '', NULL, 'site.added', 'site',
               'x', NULL, NULL, '[]', NULL, decode(lpad('{n}', 64, '0'), 'hex'),
               decode(repeat('00', 32), 'hex'))"
+        ),
+        "leadmaps.impersonation_grants" => format!(
+            "('{ws}', gen_random_uuid(), gen_random_uuid(), 'ticket {n}', false, now(),
+              now() + interval '1 hour', NULL)"
         ),
         "leadmaps.audit_checkpoints" => format!(
             "('{ws}', now(), {n}, decode(repeat('00', 32), 'hex'), 1, decode(repeat('00', 32), 'hex'))"
@@ -427,10 +436,12 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                     "api_key_for_auth",
                     "count_needing_rewrap",
                     "ensure_event_partitions",
+                    "impersonation_grant",
                     "kek_ids_in_use",
                     "memberships_of_user",
                     "site_route",
                     "touch_api_key",
+                    "workspace_ids",
                     "workspaces_needing_rewrap",
                     "workspaces_with_salts_before"
                 ]
@@ -462,7 +473,7 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 .await
                 .unwrap();
             let names: Vec<String> = triggers.iter().map(|row| row.get(0)).collect();
-            assert_eq!(names, ["audit_append_only"]);
+            assert_eq!(names, ["audit_append_only", "impersonation_grant_closes_once"]);
             for row in &triggers {
                 let name: String = row.get(0);
                 let config: Vec<String> = row.get(2);
@@ -488,8 +499,10 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                     .collect::<Vec<String>>()
                 }
             };
-            let (selects, others): (Vec<String>, Vec<String>) =
-                lookup_columns("SELECT").await.into_iter().partition(|c| !c.starts_with("api_keys."));
+            let (selects, others): (Vec<String>, Vec<String>) = lookup_columns("SELECT")
+                .await
+                .into_iter()
+                .partition(|c| !c.starts_with("api_keys.") && !c.starts_with("impersonation_grants."));
             assert_eq!(
                 selects,
                 [
@@ -509,8 +522,9 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 ],
                 "the lookup role reads ids, days, regions, ranges, roles and the TOTP policy: never a blob or a name"
             );
-            // The one exception: authenticating a key returns its whole record (the trait's
-            // answer), so api_key_for_auth reads every column of that one row.
+            // The two exceptions: authenticating a key returns its whole record (the trait's
+            // answer), so api_key_for_auth reads every column of that one row; and the staff
+            // realm reads one impersonation grant by its random id to build its principal.
             assert_eq!(
                 others,
                 [
@@ -523,7 +537,15 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                     "api_keys.name",
                     "api_keys.revoked_at",
                     "api_keys.sealed",
-                    "api_keys.workspace_id"
+                    "api_keys.workspace_id",
+                    "impersonation_grants.can_write",
+                    "impersonation_grants.closed_at",
+                    "impersonation_grants.expires_at",
+                    "impersonation_grants.grant_id",
+                    "impersonation_grants.opened_at",
+                    "impersonation_grants.reason",
+                    "impersonation_grants.staff_id",
+                    "impersonation_grants.workspace_id"
                 ]
             );
             assert_eq!(

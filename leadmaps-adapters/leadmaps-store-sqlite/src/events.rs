@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use leadmaps_core::audit::AuditRecord;
 use leadmaps_core::ingest::{Event, EventBatch, EventId, Revenue, Verdict, VisitorId};
+use leadmaps_core::policy::retention_draft;
 use leadmaps_core::store::{DropCount, EventSink};
 use leadmaps_core::tenancy::{Action, Denied, Region, Scope, WorkspaceId};
 use leadmaps_core::{Error, Result};
@@ -23,10 +25,6 @@ use crate::codec::{
 };
 use crate::error::db;
 use crate::sql;
-
-/// Most events one retention statement deletes. Each statement is its own short transaction and
-/// job, so ingest commits interleave with a large delete instead of waiting for all of it.
-pub(crate) const DELETE_BATCH: u32 = 10_000;
 
 /// A byte range of a [`Flat`] batch's text arena.
 #[derive(Clone, Copy)]
@@ -251,35 +249,6 @@ fn read_event(row: &Row<'_>, workspace: WorkspaceId) -> rusqlite::Result<Event> 
     })
 }
 
-impl SqliteStore {
-    /// Deletes the workspace's events received before `cutoff`, at most `batch` per statement,
-    /// until a statement deletes fewer. Each statement is its own job and transaction: the
-    /// connection and SQLite's write lock are released between them. A failure midway keeps
-    /// what earlier statements deleted (retention is safe to repeat).
-    pub(crate) async fn delete_events_in_batches(
-        &self,
-        workspace: WorkspaceId,
-        cutoff: OffsetDateTime,
-        batch: u32,
-    ) -> Result<u64> {
-        let (id, cutoff) = (id_bytes(workspace), bound_nanos(cutoff));
-        let mut total = 0;
-        loop {
-            let deleted = self
-                .conn
-                .run(move |conn| {
-                    let mut delete = conn.prepare_cached(sql::DELETE_EVENTS_BEFORE).map_err(db)?;
-                    delete.execute(params![id, cutoff, batch]).map_err(db)
-                })
-                .await?;
-            total += deleted as u64;
-            if deleted < batch as usize {
-                return Ok(total);
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl EventSink for SqliteStore {
     fn region(&self) -> Region {
@@ -360,9 +329,39 @@ impl EventSink for SqliteStore {
         Ok(counts)
     }
 
-    async fn delete_events_before(&self, scope: &Scope, cutoff: OffsetDateTime) -> Result<u64> {
+    async fn delete_events_before(
+        &self,
+        scope: &Scope,
+        cutoff: OffsetDateTime,
+        limit: u32,
+        at: OffsetDateTime,
+    ) -> Result<(u64, Option<AuditRecord>)> {
         scope.require(Action::RetentionEnforce)?;
-        self.delete_events_in_batches(scope.workspace(), cutoff, DELETE_BATCH)
+        if limit == 0 {
+            return Err(Error::invalid("retention batch of 0 events"));
+        }
+        let scope = scope.clone();
+        let (id, bound) = (id_bytes(scope.workspace()), bound_nanos(cutoff));
+        // One batch, one short transaction: the deletion and the record counting it commit
+        // together, and the write lock is released before the next batch.
+        self.conn
+            .run(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db)?;
+                let deleted = tx
+                    .prepare_cached(sql::DELETE_EVENTS_BEFORE)
+                    .map_err(db)?
+                    .execute(params![id, bound, limit])
+                    .map_err(db)? as u64;
+                if deleted == 0 {
+                    return Ok((0, None));
+                }
+                let draft = retention_draft(&scope, cutoff, deleted);
+                let record = crate::audit::append_in(&tx, scope.workspace(), draft, at)?;
+                tx.commit().map_err(db)?;
+                Ok((deleted, Some(record)))
+            })
             .await
     }
 }
@@ -439,25 +438,60 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retention_runs_statements_until_one_deletes_fewer() {
-        for (events, cutoff, batch, deleted) in [
-            (9, 100, 3, 9),   // whole batches, then an empty statement
-            (10, 100, 3, 10), // a short last batch
-            (10, 4, 3, 4),    // stops at the cutoff
-            (0, 100, 3, 0),
+    async fn retention_batches_commit_with_their_record_or_not_at_all() {
+        for (events, cutoff, batch, deleted, records) in [
+            (9, 100, 3, 9, 3),   // whole batches, then an empty statement and no record
+            (10, 100, 3, 10, 4), // a short last batch
+            (10, 4, 3, 4, 2),    // stops at the cutoff
+            (0, 100, 3, 0, 0),
         ] {
             let (store, ws) = store_with_events(events).await;
-            let cutoff = start() + Duration::seconds(cutoff);
-            assert_eq!(
-                store
-                    .delete_events_in_batches(ws, cutoff, batch)
-                    .await
-                    .unwrap(),
-                deleted
+            let retention = scope(
+                Principal::System(SystemTask::Retention),
+                ws,
+                Action::RetentionEnforce,
             );
+            let cutoff = start() + Duration::seconds(cutoff);
+            let (mut total, mut recorded) = (0, 0);
+            loop {
+                let (n, record) = store
+                    .delete_events_before(&retention, cutoff, batch, start())
+                    .await
+                    .unwrap();
+                total += n;
+                recorded += usize::from(record.is_some());
+                if n < u64::from(batch) {
+                    break;
+                }
+            }
+            assert_eq!((total, recorded), (deleted, records));
             assert_eq!(count(&store), events as i64 - deleted as i64);
             assert!(store.conn.lock().is_autocommit());
         }
+        // When the record cannot be written, nothing is deleted.
+        let (store, ws) = store_with_events(5).await;
+        store
+            .conn
+            .lock()
+            .execute_batch(
+                "CREATE TEMP TRIGGER audit_down BEFORE INSERT ON main.audit_records \
+                 BEGIN SELECT RAISE(ABORT, 'audit down'); END;",
+            )
+            .unwrap();
+        let retention = scope(
+            Principal::System(SystemTask::Retention),
+            ws,
+            Action::RetentionEnforce,
+        );
+        let cutoff = start() + Duration::seconds(100);
+        assert!(
+            store
+                .delete_events_before(&retention, cutoff, 10, start())
+                .await
+                .is_err()
+        );
+        assert_eq!(count(&store), 5);
+        assert!(store.conn.lock().is_autocommit());
     }
 
     #[tokio::test]

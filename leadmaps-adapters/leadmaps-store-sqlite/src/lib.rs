@@ -6,6 +6,7 @@ mod codec;
 mod connection;
 mod error;
 mod events;
+mod grants;
 mod identity;
 mod keys;
 mod migrate;

@@ -9,14 +9,29 @@
 pub(crate) const INSERT_WORKSPACE: &str =
     "INSERT INTO workspaces (workspace_id, name, region, created_at) VALUES (?1, ?2, ?3, ?4)";
 /// Reads a workspace.
-pub(crate) const SELECT_WORKSPACE: &str = "SELECT workspace_id, name, region, created_at, require_totp \
+pub(crate) const SELECT_WORKSPACE: &str = "SELECT workspace_id, name, region, created_at, require_totp, ip_allowlist, retention_days \
      FROM workspaces WHERE workspace_id = ?1";
 /// Renames a workspace and returns it.
 pub(crate) const RENAME_WORKSPACE: &str = "UPDATE workspaces SET name = ?2 WHERE workspace_id = ?1 \
-     RETURNING workspace_id, name, region, created_at, require_totp";
+     RETURNING workspace_id, name, region, created_at, require_totp, ip_allowlist, retention_days";
 /// Replaces a workspace's policy and returns the workspace.
-pub(crate) const SET_WORKSPACE_POLICY: &str = "UPDATE workspaces SET require_totp = ?2 \
-     WHERE workspace_id = ?1 RETURNING workspace_id, name, region, created_at, require_totp";
+pub(crate) const SET_WORKSPACE_POLICY: &str = "UPDATE workspaces \
+     SET require_totp = ?2, ip_allowlist = ?3, retention_days = ?4 \
+     WHERE workspace_id = ?1 RETURNING workspace_id, name, region, created_at, require_totp, ip_allowlist, retention_days";
+/// Workspace ids after `?1` (NULL: from the first), ascending, for system jobs: ids only.
+pub(crate) const WORKSPACE_IDS: &str = "SELECT workspace_id FROM workspaces \
+     WHERE ?1 IS NULL OR workspace_id > ?1 ORDER BY workspace_id LIMIT ?2";
+
+/// Stores an impersonation grant.
+pub(crate) const INSERT_GRANT: &str = "INSERT INTO impersonation_grants \
+     (workspace_id, grant_id, staff_id, reason, can_write, opened_at, expires_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+/// A grant by id, for the staff realm before a scope exists.
+pub(crate) const SELECT_GRANT: &str = "SELECT workspace_id, grant_id, staff_id, reason, can_write, \
+     opened_at, expires_at, closed_at FROM impersonation_grants WHERE grant_id = ?1";
+/// Closes an open grant of the workspace.
+pub(crate) const CLOSE_GRANT: &str = "UPDATE impersonation_grants SET closed_at = ?3 \
+     WHERE workspace_id = ?1 AND grant_id = ?2 AND closed_at IS NULL";
 
 /// Inserts or replaces a secret.
 pub(crate) const UPSERT_SECRET: &str = "INSERT INTO secrets (workspace_id, name, purpose, blob) VALUES (?1, ?2, ?3, ?4) \
@@ -284,6 +299,8 @@ pub(crate) const SCOPED: &[&str] = &[
     SELECT_WORKSPACE,
     RENAME_WORKSPACE,
     SET_WORKSPACE_POLICY,
+    INSERT_GRANT,
+    CLOSE_GRANT,
     UPSERT_SECRET,
     SELECT_SECRET,
     DELETE_SECRET,
@@ -322,6 +339,10 @@ pub(crate) const SCOPED: &[&str] = &[
 /// the instance-wide key checks.
 #[cfg(test)]
 pub(crate) const UNSCOPED: &[&str] = &[
+    // System jobs list workspace ids (no other column) to get a scope for each.
+    WORKSPACE_IDS,
+    // The staff realm reads a grant by its id to build the principal the gate then checks.
+    SELECT_GRANT,
     SITE_ROUTE,
     SALTS_BEFORE_FIRST,
     SALTS_BEFORE_AFTER,
@@ -387,6 +408,7 @@ mod tests {
         "drop_counts",
         "audit_records",
         "audit_checkpoints",
+        "impersonation_grants",
     ];
 
     #[test]
@@ -469,7 +491,8 @@ mod tests {
                 assert!(!CUSTOMER_TABLES.iter().any(|t| sql.contains(t)), "{sql}");
                 continue;
             }
-            // Across workspaces, only reads of ids, counts, KEK ids and a domain's routing:
+            // Across workspaces, only reads of ids, counts, KEK ids, a domain's routing and one
+            // impersonation grant by its id (what the staff realm builds a principal from):
             // never a name, a blob or an event.
             let columns = sql
                 .strip_prefix("SELECT ")
@@ -479,6 +502,8 @@ mod tests {
                 "count(*)",
                 "DISTINCT kek_id",
                 "sites.workspace_id, workspaces.region, blocked_ips.ranges",
+                "workspace_id",
+                "workspace_id, grant_id, staff_id, reason, can_write, opened_at, expires_at, closed_at",
             ];
             assert!(
                 columns.is_some_and(|c| allowed.contains(&c)),

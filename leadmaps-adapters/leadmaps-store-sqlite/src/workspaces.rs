@@ -2,14 +2,18 @@
 
 use async_trait::async_trait;
 use leadmaps_core::audit::AuditRecord;
-use leadmaps_core::store::{Workspace, WorkspacePolicy, WorkspaceStore, validate_workspace_name};
-use leadmaps_core::tenancy::{Action, Region, Scope};
+use leadmaps_core::policy::{IpAllowlist, validate_retention_days};
+use leadmaps_core::store::{
+    PolicyChange, Workspace, WorkspacePolicy, WorkspaceStore, validate_workspace_name,
+};
+use leadmaps_core::tenancy::{Action, Region, Scope, WorkspaceId};
 use leadmaps_core::{Error, Result};
+use rusqlite::types::Type;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use time::OffsetDateTime;
 
 use crate::SqliteStore;
-use crate::codec::{get_flag, get_id, get_region, get_time, id_bytes, unix_nanos};
+use crate::codec::{corrupt, get_flag, get_id, get_region, get_time, id_bytes, unix_nanos};
 use crate::error::{classify, db};
 use crate::sql;
 
@@ -21,8 +25,24 @@ fn read_workspace(row: &Row<'_>) -> rusqlite::Result<Workspace> {
         created_at: get_time(row, 3)?,
         policy: WorkspacePolicy {
             require_totp: get_flag(row, 4)?,
+            ip_allowlist: get_allowlist(row, 5)?,
+            retention_days: row
+                .get::<_, Option<i64>>(6)?
+                .map(|days| {
+                    u32::try_from(days)
+                        .ok()
+                        .filter(|days| validate_retention_days(*days).is_ok())
+                        .ok_or_else(|| corrupt(6, Type::Integer, "retention days"))
+                })
+                .transpose()?,
         },
     })
+}
+
+fn get_allowlist(row: &Row<'_>, column: usize) -> rusqlite::Result<IpAllowlist> {
+    let text: String = row.get(column)?;
+    IpAllowlist::parse(text.split(' ').filter(|range| !range.is_empty()))
+        .map_err(|_| corrupt(column, Type::Text, "IP allowlist"))
 }
 
 #[async_trait]
@@ -90,15 +110,18 @@ impl WorkspaceStore for SqliteStore {
     async fn set_workspace_policy(
         &self,
         scope: &Scope,
-        policy: &WorkspacePolicy,
+        change: &PolicyChange,
         at: OffsetDateTime,
     ) -> Result<(Workspace, AuditRecord)> {
         scope.require(Action::WorkspaceUpdate)?;
-        let (scope, policy) = (scope.clone(), *policy);
+        change.validate()?;
+        let (scope, change) = (scope.clone(), change.clone());
         let id = id_bytes(scope.workspace());
         self.conn
             .run(move |conn| {
-                // The change and its audit record in one transaction: both or neither.
+                // Read, change and record in one IMMEDIATE transaction: concurrent changes of
+                // other parts are not undone, and the change commits with its record or not at
+                // all.
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(db)?;
@@ -111,12 +134,21 @@ impl WorkspaceStore for SqliteStore {
                         .ok_or(Error::NotFound)?
                         .policy
                 };
-                let draft = WorkspacePolicy::audit_draft(&scope, &before, &policy);
+                let after = change.apply(&before);
+                let draft = change.audit_draft(&scope, &before, &after);
                 draft.check_scope(&scope)?;
                 let workspace = {
                     let mut update = tx.prepare_cached(sql::SET_WORKSPACE_POLICY).map_err(db)?;
                     update
-                        .query_row(params![id, i64::from(policy.require_totp)], read_workspace)
+                        .query_row(
+                            params![
+                                id,
+                                i64::from(after.require_totp),
+                                after.ip_allowlist.to_strings().join(" "),
+                                after.retention_days.map(i64::from),
+                            ],
+                            read_workspace,
+                        )
                         .optional()
                         .map_err(db)?
                         .ok_or(Error::NotFound)?
@@ -124,6 +156,23 @@ impl WorkspaceStore for SqliteStore {
                 let record = crate::audit::append_in(&tx, scope.workspace(), draft, at)?;
                 tx.commit().map_err(db)?;
                 Ok((workspace, record))
+            })
+            .await
+    }
+
+    async fn workspace_ids(
+        &self,
+        after: Option<WorkspaceId>,
+        limit: u32,
+    ) -> Result<Vec<WorkspaceId>> {
+        let after = after.map(id_bytes);
+        self.conn
+            .run(move |conn| {
+                let mut select = conn.prepare_cached(sql::WORKSPACE_IDS).map_err(db)?;
+                let rows = select
+                    .query_map(params![after, limit], |row| get_id(row, 0))
+                    .map_err(db)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
             })
             .await
     }

@@ -610,3 +610,98 @@ fn floats_read_back_from_canonical_json_exactly() {
         assert_eq!(back, value, "{float:e}");
     }
 }
+
+/// Log, then act: when the audit log cannot take a record, a grant is not opened, a staff read
+/// is refused before it reads, a policy change and a retention batch change nothing.
+#[tokio::test]
+async fn nothing_happens_when_its_audit_record_cannot_be_written() {
+    use leadmaps_core::auth::impersonation::{Impersonation, MAX_GRANT};
+    use leadmaps_core::store::{PolicyChange, Store};
+    use leadmaps_core::tenancy::StaffId;
+
+    let log = Log::new().await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&log.path).unwrap());
+    let service = Impersonation::new(store.clone(), log.gate.clone());
+    let staff = Principal::Staff {
+        staff: StaffId::new(),
+        mfa: true,
+        grant: None,
+    };
+    let (grant, _) = service
+        .open(&staff, log.ws, "ticket 9", MAX_GRANT, false)
+        .await
+        .unwrap();
+    let acting = service.principal(&staff, grant.grant.id).await.unwrap();
+
+    // Someone breaks the log (a trigger refusing every insert).
+    raw(&log.path)
+        .execute_batch(
+            "CREATE TRIGGER audit_down BEFORE INSERT ON audit_records \
+             BEGIN SELECT RAISE(ABORT, 'audit down'); END;",
+        )
+        .unwrap();
+    let before = log.records().await;
+
+    let read = log
+        .gate
+        .authorize(&acting, log.ws, Action::EventRead)
+        .unwrap();
+    assert!(
+        service
+            .record_read(&read, Target::workspace(log.ws), json!({"route": "events"}))
+            .await
+            .is_err(),
+        "a staff read whose record fails is refused"
+    );
+    let second = service
+        .open(&staff, log.ws, "ticket 10", MAX_GRANT, false)
+        .await;
+    assert!(second.is_err(), "no grant without its record");
+    assert!(service.close(&acting).await.is_err());
+    assert!(
+        store
+            .grant(grant.grant.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .closed_at
+            .is_none()
+    );
+
+    let update = log.scope(Action::WorkspaceUpdate);
+    assert!(
+        store
+            .set_workspace_policy(
+                &update,
+                &PolicyChange::RetentionDays(Some(7)),
+                log.clock.now()
+            )
+            .await
+            .is_err()
+    );
+    let ws = store
+        .workspace(&log.scope(Action::WorkspaceRead))
+        .await
+        .unwrap();
+    assert_eq!(ws.policy.retention_days, None, "the change did not happen");
+
+    let retention = log
+        .gate
+        .authorize(
+            &Principal::System(SystemTask::Retention),
+            log.ws,
+            Action::RetentionEnforce,
+        )
+        .unwrap();
+    let far = log.clock.now() + Duration::days(1);
+    // Nothing to delete yet is no record and no error; with events it would fail whole (see
+    // the events tests).
+    assert_eq!(
+        store
+            .delete_events_before(&retention, far, 10, far)
+            .await
+            .unwrap(),
+        (0, None)
+    );
+    assert_eq!(log.records().await, before, "the log is as it was");
+}

@@ -2,6 +2,7 @@
 //! all-or-nothing batches, exact round trips, batched retention, and what never reaches the disk
 //! (client addresses, user agents, destroyed salts).
 
+use leadmaps_core::policy::RETENTION_BATCH;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -416,7 +417,18 @@ async fn retention_deletes_a_large_backlog_in_batches() {
     let retention = system(SystemTask::Retention, a, Action::RetentionEnforce);
     let deleting = {
         let store = store.clone();
-        tokio::spawn(async move { store.delete_events_before(&retention, cutoff).await })
+        tokio::spawn(async move {
+            let mut total = 0;
+            loop {
+                let (deleted, _) = store
+                    .delete_events_before(&retention, cutoff, RETENTION_BATCH, cutoff)
+                    .await?;
+                total += deleted;
+                if deleted < u64::from(RETENTION_BATCH) {
+                    return Ok::<u64, leadmaps_core::Error>(total);
+                }
+            }
+        })
     };
     let mut fresh = Vec::new();
     for n in 0..20 {
@@ -439,7 +451,13 @@ async fn retention_deletes_a_large_backlog_in_batches() {
     );
     assert_eq!(all_events(store.as_ref(), b).await.len(), 1);
     let again = system(SystemTask::Retention, a, Action::RetentionEnforce);
-    assert_eq!(store.delete_events_before(&again, cutoff).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .delete_events_before(&again, cutoff, RETENTION_BATCH, cutoff)
+            .await
+            .unwrap(),
+        (0, None)
+    );
     // A deleted id is free again, as in the reference store.
     assert_eq!(
         store

@@ -62,6 +62,7 @@
 
 mod chain;
 mod checkpoint;
+mod job;
 mod patch;
 mod record;
 mod redact;
@@ -77,6 +78,7 @@ pub use chain::{
 pub use checkpoint::{
     CHECKPOINT_KEY_LABEL, CHECKPOINT_LABEL, Checkpoint, CheckpointPolicy, CheckpointSigner,
 };
+pub use job::{AuditJob, CheckpointRun};
 pub use patch::{PatchOp, apply, diff, escape_token};
 pub use record::{
     AuditAction, AuditActor, AuditDraft, AuditId, AuditRecord, MAX_REQUEST_ID, MAX_TARGET_ID,

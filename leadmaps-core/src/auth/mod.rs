@@ -1,6 +1,7 @@
 //! Proving who is asking, without passwords: one-time codes, and (in their modules) magic links,
 //! sessions, recovery codes, API keys and the staff realm.
 
+pub mod impersonation;
 pub mod keys;
 pub mod otp;
 pub mod recovery;
