@@ -21,6 +21,10 @@ pub use leadmaps_axum as axum;
 #[cfg(feature = "smtp")]
 pub use leadmaps_smtp as smtp;
 
+/// The SAML 2.0 service provider (samael with xmlsec1; the only OpenSSL in leadmaps).
+#[cfg(feature = "saml")]
+pub use leadmaps_saml as saml;
+
 /// The Postgres store.
 #[cfg(feature = "postgres")]
 pub use leadmaps_store_postgres as postgres;
