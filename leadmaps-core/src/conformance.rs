@@ -13,6 +13,7 @@
 //! broken rule. Everything goes through `&dyn Store`.
 
 mod audit;
+mod breach;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,12 +85,21 @@ checks!(
     audit_concurrent_appends_never_fork,
     audit_reads_need_audit_read_and_stay_in_workspace,
     audit_checkpoints_round_trip_and_verify,
+    breach_incidents_and_register_commit_together,
+    breach_deliveries_are_claimed_once,
+    breach_notice_and_its_audit_record_commit_together,
+    breach_admin_addresses_are_the_workspace_admins,
     ]
 );
 
 pub use audit::{
     audit_appends_chain_and_verify, audit_checkpoints_round_trip_and_verify,
     audit_concurrent_appends_never_fork, audit_reads_need_audit_read_and_stay_in_workspace,
+};
+pub use breach::{
+    breach_admin_addresses_are_the_workspace_admins, breach_deliveries_are_claimed_once,
+    breach_incidents_and_register_commit_together,
+    breach_notice_and_its_audit_record_commit_together,
 };
 
 /// Runs every check, each on a fresh store from `fresh`, printing each name as it passes.

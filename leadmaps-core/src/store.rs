@@ -447,6 +447,7 @@ pub trait Store:
     + crate::auth::AuthStore
     + crate::auth::IdentityStore
     + crate::audit::AuditStore
+    + crate::breach::BreachStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {
