@@ -6,6 +6,7 @@
 //! cargo run --release --example server -- keys check   # run the key self-test and exit
 //! cargo run --release --example server -- keys rewrap  # KEK rotation: rewrap tenant keys
 //! cargo run --release --example server -- keys generate
+//! cargo run --release --example server -- incident --as ops@example.com --code 123456 list
 //! ```
 //!
 //! Configuration, from flags or the environment:
@@ -19,6 +20,10 @@
 //! - `LEADMAPS_KEK` or `LEADMAPS_KEK_FILE`: the key-encryption keys (see the README). Without
 //!   either, a development KEK is created in the data directory, with a loud warning;
 //!   `LEADMAPS_ENV=production` refuses to start that way.
+//! - `LEADMAPS_INCIDENT_CONTACTS` (comma-separated addresses): where breach-obligation reminders
+//!   and overdue notices go; `LEADMAPS_BREACH_INTERVAL` (seconds, default 60): how often the
+//!   breach notifier runs; `LEADMAPS_BREACH_RULES`: a JSON file of extra rule sets (an array of
+//!   `leadmaps::breach::RuleSet`), beside the built-in GDPR one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +47,10 @@ use leadmaps::auth::staff::{StaffMember, StepUp};
 use leadmaps::auth::tokens::TokenHasher;
 use leadmaps::auth::totp::{Subject, TotpFactors};
 use leadmaps::auth::users::User;
+use leadmaps::breach::{
+    Ack, Assessment, DataSet, Details, Engine, IncidentId, NewIncident, Notifier, ObligationId,
+    Reassessment, RuleBook, RuleSet,
+};
 use leadmaps::clock::{Clock, SystemClock};
 use leadmaps::crypto::{EnvKeyProvider, FileKeyProvider, KeyRing, Vault};
 use leadmaps::ingest::privacy::Salts;
@@ -106,6 +115,25 @@ struct Cli {
         global = true
     )]
     trusted_proxies: Vec<IpNet>,
+    /// Where breach-obligation reminders and overdue notices go (comma-separated addresses).
+    #[arg(
+        long,
+        env = "LEADMAPS_INCIDENT_CONTACTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    incident_contacts: Vec<String>,
+    /// Seconds between runs of the breach notifier.
+    #[arg(
+        long,
+        env = "LEADMAPS_BREACH_INTERVAL",
+        default_value_t = 60,
+        global = true
+    )]
+    breach_interval: u64,
+    /// A JSON file of extra breach rule sets (an array), beside the built-in GDPR one.
+    #[arg(long, env = "LEADMAPS_BREACH_RULES", global = true)]
+    breach_rules: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -136,6 +164,114 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Security incidents and their GDPR breach clocks (staff only: name yourself with --as and
+    /// prove it with a current TOTP code).
+    Incident {
+        /// Your staff sign-in address.
+        #[arg(long = "as", env = "LEADMAPS_STAFF", global = true)]
+        staff: Option<String>,
+        /// A current code of your TOTP factor.
+        #[arg(long, global = true)]
+        code: Option<String>,
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum IncidentCommand {
+    /// Open an incident; its obligations and deadlines follow from the rules.
+    Open {
+        /// A short, customer-facing title.
+        #[arg(long)]
+        title: String,
+        /// Operational severity: S0 (worst) to S3.
+        #[arg(long)]
+        severity: String,
+        /// Personal data is involved.
+        #[arg(long)]
+        personal_data: bool,
+        /// The risk to people: none, risk or high.
+        #[arg(long, default_value = "none")]
+        risk: String,
+        /// When leadmaps became aware (RFC 3339); now when left out. Recorded once.
+        #[arg(long)]
+        aware_at: Option<String>,
+        /// An affected workspace (repeat for more).
+        #[arg(long)]
+        workspace: Vec<WorkspaceId>,
+        /// An affected data set and leadmaps' role for it, as `controller:NAME` or
+        /// `processor:NAME` (repeat for more).
+        #[arg(long)]
+        data_set: Vec<String>,
+        /// A JSON file of the Art. 33(3) details (`leadmaps::breach::Details`).
+        #[arg(long)]
+        details: Option<PathBuf>,
+    },
+    /// List incidents and what is due, by deadline.
+    List,
+    /// Show an incident, or its Art. 33(3) notification draft.
+    Show {
+        /// The incident.
+        #[arg(long)]
+        id: IncidentId,
+        /// Print the incident as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print the notification draft instead: `md` or `json`.
+        #[arg(long)]
+        draft: Option<String>,
+    },
+    /// Change the assessment, details or status (obligations are recomputed; the awareness time
+    /// never moves).
+    Update {
+        /// The incident.
+        #[arg(long)]
+        id: IncidentId,
+        /// A new severity.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Whether personal data is involved.
+        #[arg(long)]
+        personal_data: Option<bool>,
+        /// A new risk: none, risk or high.
+        #[arg(long)]
+        risk: Option<String>,
+        /// The affected workspaces, replacing the list (repeat).
+        #[arg(long)]
+        workspace: Vec<WorkspaceId>,
+        /// The affected data sets, replacing the list (repeat; `controller:NAME`).
+        #[arg(long)]
+        data_set: Vec<String>,
+        /// A JSON file of the Art. 33(3) details, replacing them.
+        #[arg(long)]
+        details: Option<PathBuf>,
+        /// Move the status forward: contained or resolved.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Acknowledge an obligation: done with evidence (for the authority filing, its reference;
+    /// again for a follow-up phase), or the reason it is late.
+    Ack {
+        /// The incident.
+        #[arg(long)]
+        id: IncidentId,
+        /// The obligation.
+        #[arg(long)]
+        obligation: ObligationId,
+        /// What shows it was done.
+        #[arg(long)]
+        evidence: Option<String>,
+        /// Why it is late (with --evidence: why it was done late; alone: why it is not done yet).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Close an incident once every obligation is settled.
+    Close {
+        /// The incident.
+        #[arg(long)]
+        id: IncidentId,
     },
 }
 
@@ -273,9 +409,19 @@ async fn main() -> Result<(), BoxError> {
                 from: cli.mail_from.clone(),
                 outbox: dev_outbox(&cli.database),
             };
+            let breach = BreachSettings {
+                rules: rule_book(cli.breach_rules.as_deref())?,
+                contacts: cli
+                    .incident_contacts
+                    .iter()
+                    .map(|a| leadmaps::mail::Address::parse(a))
+                    .collect::<Result<_, _>>()?,
+                every: Duration::from_secs(cli.breach_interval.max(1)),
+            };
             serve(
                 listen,
                 mail,
+                breach,
                 cli.region,
                 cli.trusted_proxies,
                 store,
@@ -438,6 +584,43 @@ async fn main() -> Result<(), BoxError> {
                 created.record.id, &*created.key.token
             );
             Ok(())
+        }
+        Command::Incident {
+            staff,
+            code,
+            command,
+        } => {
+            let rules = Arc::new(rule_book(cli.breach_rules.as_deref())?);
+            let engine = Engine::new(store.clone(), rules, clock.clone());
+            let totp = TotpFactors::new(
+                store.clone(),
+                vault.clone(),
+                gate.clone(),
+                clock.clone(),
+                "leadmaps staff",
+            );
+            let (Some(staff), Some(code)) = (staff, code) else {
+                return Err(
+                    "incident commands need --as <your staff address> and --code <TOTP>".into(),
+                );
+            };
+            let staff = store
+                .staff_by_email(&leadmaps::mail::Address::parse(&staff)?)
+                .await?
+                .ok_or("no staff member has that address (add one with `server staff add`)")?;
+            // The code is checked as the staff sign-in challenge checks it (a factor enrolled by
+            // `staff add` is confirmed by its first code), and is this command's step-up.
+            match totp.confirm(Subject::Staff(staff.id), &code).await? {
+                leadmaps::auth::totp::TotpOutcome::Accepted => {}
+                _ => return Err("the TOTP code was refused".into()),
+            }
+            let principal = Principal::Staff {
+                staff: staff.id,
+                mfa: true,
+                grant: None,
+            };
+            let scope = gate.authorize_breach(&principal)?;
+            incident_command(&engine, &scope, command).await
         }
         Command::Keys {
             command: KeysCommand::Check,
@@ -620,6 +803,7 @@ fn mailer(settings: &MailSettings) -> Result<Arc<dyn Mailer>, BoxError> {
 async fn serve(
     listen: Listen,
     mail: MailSettings,
+    breach: BreachSettings,
     region: Region,
     trusted_proxies: Vec<IpNet>,
     store: Arc<dyn Store>,
@@ -628,6 +812,14 @@ async fn serve(
     clock: Arc<dyn Clock>,
 ) -> Result<(), BoxError> {
     let primary = vault.ring().primary().id();
+    let mailer = mailer(&mail)?;
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        Arc::new(breach.rules),
+        clock.clone(),
+    ));
+    let notifier = Notifier::new((*engine).clone(), mailer.clone(), gate.clone())
+        .with_contacts(breach.contacts);
     let salts = Arc::new(Salts::new(vault.clone(), store.clone(), clock.clone()));
     let config = CollectorConfig {
         region,
@@ -648,21 +840,24 @@ async fn serve(
         clock.clone(),
         "leadmaps",
     ));
-    let auth = Arc::new(AuthState::new(
-        AuthServices {
-            identities: store.clone(),
-            sessions: sessions.clone(),
-            totp: totp.clone(),
-            recovery: Arc::new(RecoveryCodes::new(store.clone())),
-            step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
-            mailer: mailer(&mail)?,
-            audit: store.clone(),
-            gate: gate.clone(),
-            clock: clock.clone(),
-        },
-        mail.public_url.clone(),
-        trusted_proxies.clone(),
-    ));
+    let auth = Arc::new(
+        AuthState::new(
+            AuthServices {
+                identities: store.clone(),
+                sessions: sessions.clone(),
+                totp: totp.clone(),
+                recovery: Arc::new(RecoveryCodes::new(store.clone())),
+                step_up: Arc::new(StepUp::new(store.clone(), clock.clone())),
+                mailer: mailer.clone(),
+                audit: store.clone(),
+                gate: gate.clone(),
+                clock: clock.clone(),
+            },
+            mail.public_url.clone(),
+            trusted_proxies.clone(),
+        )
+        .with_incidents(engine.clone()),
+    );
     let dashboard = Arc::new(
         DashboardState::new(store.clone(), keys, gate.clone())
             .with_sessions(sessions, totp)
@@ -683,6 +878,7 @@ async fn serve(
         Collector::over_store(store.clone(), vault, gate.clone(), clock, config);
     let collector = Arc::new(collector);
     let batcher = tokio::spawn(batcher.run());
+    let breach_job = tokio::spawn(notify_breaches(notifier, breach.every));
     let salt_job = tokio::spawn(destroy_expired_salts(salts, gate));
     let checkpoint_job = tokio::spawn(write_checkpoints(audit_job));
     let retention_job = tokio::spawn(enforce_retention(retention_job));
@@ -732,6 +928,7 @@ async fn serve(
     salt_job.abort();
     checkpoint_job.abort();
     retention_job.abort();
+    breach_job.abort();
     drop(ops);
     batcher.await?;
     tracing::info!("queue drained; stopped");
@@ -827,4 +1024,261 @@ async fn shutdown() {
         () = terminate => {},
     }
     tracing::info!("shutting down: draining the ingest queue");
+}
+
+struct BreachSettings {
+    rules: RuleBook,
+    contacts: Vec<leadmaps::mail::Address>,
+    every: Duration,
+}
+
+/// The built-in GDPR rules, plus the rule sets of `path` (a JSON array) when given.
+fn rule_book(path: Option<&Path>) -> Result<RuleBook, BoxError> {
+    let extra: Vec<RuleSet> = match path {
+        Some(path) => serde_json::from_slice(&std::fs::read(path)?)?,
+        None => Vec::new(),
+    };
+    Ok(RuleBook::with(extra)?)
+}
+
+/// Runs the breach notifier every `every`: each due notice, reminder and overdue notice goes out
+/// once, whatever restarts happen (the store keeps who claimed and sent what).
+async fn notify_breaches(notifier: Notifier, every: Duration) {
+    loop {
+        match notifier.run_once().await {
+            Ok(report) => {
+                if report.emails > 0 {
+                    tracing::info!(
+                        notices = report.notices,
+                        escalations = report.escalations,
+                        emails = report.emails,
+                        "breach notifications sent"
+                    );
+                }
+                if report.failed > 0 || report.unaddressed > 0 {
+                    tracing::warn!(
+                        failed = report.failed,
+                        unaddressed = report.unaddressed,
+                        "breach notifications not sent: retried on a later run (unaddressed: no \
+                         workspace admin, or no LEADMAPS_INCIDENT_CONTACTS)"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(kind = ?e.kind(), "breach notifier run failed; will retry"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// `controller:NAME` or `processor:NAME`.
+fn data_sets(specs: &[String]) -> Result<Vec<DataSet>, BoxError> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (role, name) = spec
+                .split_once(':')
+                .ok_or("a data set is controller:NAME or processor:NAME")?;
+            Ok(DataSet {
+                name: name.trim().to_owned(),
+                role: role.trim().parse()?,
+            })
+        })
+        .collect()
+}
+
+fn read_details(path: Option<&Path>) -> Result<Option<Details>, BoxError> {
+    path.map(|path| Ok(serde_json::from_slice(&std::fs::read(path)?)?))
+        .transpose()
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn print_incident(incident: &leadmaps::breach::Incident, now: time::OffsetDateTime) {
+    println!("incident   {}", incident.id);
+    println!("title      {}", incident.title);
+    println!(
+        "severity   {}   personal data: {}   risk: {}   status: {}",
+        incident.severity.as_str(),
+        if incident.assessment.personal_data {
+            "yes"
+        } else {
+            "no"
+        },
+        incident.assessment.risk.as_str(),
+        incident.status.as_str()
+    );
+    println!("aware at   {}", rfc3339(incident.aware_at));
+    println!("rule set   {}", incident.rule_set);
+    for ws in &incident.workspaces {
+        println!("workspace  {ws}");
+    }
+    println!("obligations (by deadline):");
+    for o in &incident.obligations {
+        println!(
+            "  {}  {:<20} due {}  {:<11}  {}{}",
+            o.id,
+            o.duty.as_str(),
+            rfc3339(o.due_at),
+            o.standing(now).as_str(),
+            o.basis,
+            o.workspace
+                .map(|ws| format!(" (workspace {ws})"))
+                .unwrap_or_default()
+        );
+    }
+    for filing in &incident.filings {
+        println!(
+            "filed phase {} at {}: {}",
+            filing.phase,
+            rfc3339(filing.at),
+            filing.reference
+        );
+    }
+}
+
+async fn incident_command(
+    engine: &Engine,
+    scope: &leadmaps::tenancy::BreachScope,
+    command: IncidentCommand,
+) -> Result<(), BoxError> {
+    let now = engine.now();
+    match command {
+        IncidentCommand::Open {
+            title,
+            severity,
+            personal_data,
+            risk,
+            aware_at,
+            workspace,
+            data_set,
+            details,
+        } => {
+            let aware_at = match aware_at {
+                Some(at) => time::OffsetDateTime::parse(
+                    &at,
+                    &time::format_description::well_known::Rfc3339,
+                )?,
+                None => now,
+            };
+            let incident = engine
+                .open(
+                    scope,
+                    NewIncident {
+                        title,
+                        severity: severity.parse()?,
+                        assessment: Assessment {
+                            personal_data,
+                            risk: risk.parse()?,
+                        },
+                        aware_at,
+                        workspaces: workspace,
+                        data_sets: data_sets(&data_set)?,
+                        details: read_details(details.as_deref())?.unwrap_or_default(),
+                    },
+                )
+                .await?;
+            print_incident(&incident, now);
+        }
+        IncidentCommand::List => {
+            for incident in engine.incidents(scope).await? {
+                println!(
+                    "{}  {}  {:<9}  aware {}  {}",
+                    incident.id,
+                    incident.severity.as_str(),
+                    incident.status.as_str(),
+                    rfc3339(incident.aware_at),
+                    incident.title
+                );
+            }
+            println!("due, by deadline:");
+            for due in engine.due(scope).await? {
+                println!(
+                    "  {}  {}  {:<20} due {}  {}",
+                    due.incident,
+                    due.obligation,
+                    due.duty.as_str(),
+                    rfc3339(due.due_at),
+                    due.standing.as_str()
+                );
+            }
+        }
+        IncidentCommand::Show { id, json, draft } => match draft.as_deref() {
+            Some("md") => print!("{}", engine.draft(scope, id).await?.to_markdown()),
+            Some("json") => println!(
+                "{}",
+                serde_json::to_string_pretty(&engine.draft(scope, id).await?.to_json())?
+            ),
+            Some(_) => return Err("--draft is md or json".into()),
+            None if json => println!(
+                "{}",
+                serde_json::to_string_pretty(&engine.incident(scope, id).await?)?
+            ),
+            None => print_incident(&engine.incident(scope, id).await?, now),
+        },
+        IncidentCommand::Update {
+            id,
+            severity,
+            personal_data,
+            risk,
+            workspace,
+            data_set,
+            details,
+            status,
+        } => {
+            let mut incident = engine.incident(scope, id).await?;
+            let assessment = match (personal_data, &risk) {
+                (None, None) => None,
+                (personal, risk) => Some(Assessment {
+                    personal_data: personal.unwrap_or(incident.assessment.personal_data),
+                    risk: match risk {
+                        Some(risk) => risk.parse()?,
+                        None => incident.assessment.risk,
+                    },
+                }),
+            };
+            let change = Reassessment {
+                severity: severity.map(|s| s.parse()).transpose()?,
+                assessment,
+                workspaces: (!workspace.is_empty()).then_some(workspace),
+                data_sets: (!data_set.is_empty())
+                    .then(|| data_sets(&data_set))
+                    .transpose()?,
+            };
+            if change != Reassessment::default() {
+                incident = engine.reassess(scope, id, change).await?;
+            }
+            if let Some(details) = read_details(details.as_deref())? {
+                incident = engine.set_details(scope, id, details).await?;
+            }
+            if let Some(status) = status {
+                incident = engine.advance(scope, id, status.parse()?).await?;
+            }
+            print_incident(&incident, now);
+        }
+        IncidentCommand::Ack {
+            id,
+            obligation,
+            evidence,
+            reason,
+        } => {
+            let ack = match (evidence, reason) {
+                (Some(evidence), late_reason) => Ack::Done {
+                    evidence,
+                    late_reason,
+                },
+                (None, Some(reason)) => Ack::Reason(reason),
+                (None, None) => return Err("give --evidence, --reason, or both".into()),
+            };
+            let incident = engine.acknowledge(scope, id, obligation, ack).await?;
+            print_incident(&incident, now);
+        }
+        IncidentCommand::Close { id } => {
+            let incident = engine.close(scope, id).await?;
+            print_incident(&incident, now);
+        }
+    }
+    Ok(())
 }

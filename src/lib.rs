@@ -5,8 +5,8 @@
 
 pub use leadmaps_core as core;
 pub use leadmaps_core::{
-    Error, ErrorKind, Result, audit, auth, clock, crypto, ingest, mail, memory, policy, store,
-    tenancy,
+    Error, ErrorKind, Result, audit, auth, breach, clock, crypto, ingest, mail, memory, policy,
+    store, tenancy,
 };
 
 /// The embedded SQLite store.

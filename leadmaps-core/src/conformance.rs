@@ -13,6 +13,7 @@
 //! broken rule. Everything goes through `&dyn Store`.
 
 mod audit;
+mod breach;
 mod policy;
 
 use std::future::Future;
@@ -92,6 +93,10 @@ checks!(
     workspace_ids_page_in_order,
     impersonation_is_audited_before_access,
     checkpoint_job_signs_due_heads,
+    breach_incidents_and_register_commit_together,
+    breach_deliveries_are_claimed_once,
+    breach_notice_and_its_audit_record_commit_together,
+    breach_admin_addresses_are_the_workspace_admins,
     ]
 );
 
@@ -104,6 +109,11 @@ pub use policy::{
 pub use audit::{
     audit_appends_chain_and_verify, audit_checkpoints_round_trip_and_verify,
     audit_concurrent_appends_never_fork, audit_reads_need_audit_read_and_stay_in_workspace,
+};
+pub use breach::{
+    breach_admin_addresses_are_the_workspace_admins, breach_deliveries_are_claimed_once,
+    breach_incidents_and_register_commit_together,
+    breach_notice_and_its_audit_record_commit_together,
 };
 
 /// Runs every check, each on a fresh store from `fresh`, printing each name as it passes.

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod breach;
 pub mod clock;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

@@ -1,6 +1,8 @@
 //! An in-memory store: the reference implementation of every store trait, for tests and for
 //! trying leadmaps out. Data lives as long as the value.
 
+mod breach;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -57,6 +59,7 @@ struct State {
     staff: HashMap<StaffId, StaffMember>,
     audit: HashMap<WorkspaceId, Vec<AuditRecord>>,
     checkpoints: HashMap<WorkspaceId, Vec<Checkpoint>>,
+    breach: breach::BreachState,
 }
 
 impl State {

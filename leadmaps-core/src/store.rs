@@ -443,6 +443,7 @@ pub trait Store:
     + crate::auth::IdentityStore
     + crate::audit::AuditStore
     + crate::auth::impersonation::GrantStore
+    + crate::breach::BreachStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {

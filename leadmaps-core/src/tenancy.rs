@@ -282,17 +282,21 @@ pub enum SystemTask {
     Identity,
     /// Writing audit checkpoints and verifying audit chains.
     Audit,
+    /// The breach notifier: reads who administers an affected workspace (to e-mail them) and
+    /// records in that workspace's audit log the notification it received.
+    Breach,
 }
 
 impl SystemTask {
     /// Every task.
-    pub const ALL: [SystemTask; 6] = [
+    pub const ALL: [SystemTask; 7] = [
         SystemTask::Provisioning,
         SystemTask::KeyRotation,
         SystemTask::SaltRotation,
         SystemTask::Retention,
         SystemTask::Identity,
         SystemTask::Audit,
+        SystemTask::Breach,
     ];
 
     /// The stable name, for storage (audit records name the task that acted).
@@ -304,6 +308,7 @@ impl SystemTask {
             SystemTask::Retention => "retention",
             SystemTask::Identity => "identity",
             SystemTask::Audit => "audit",
+            SystemTask::Breach => "breach",
         }
     }
 
@@ -325,6 +330,7 @@ impl SystemTask {
             }
             SystemTask::Retention => matches!(action, Action::RetentionEnforce),
             SystemTask::Audit => matches!(action, Action::AuditRead),
+            SystemTask::Breach => matches!(action, Action::WorkspaceRead),
         }
     }
 }
@@ -490,6 +496,33 @@ impl Scope {
     }
 }
 
+/// Who holds a [`BreachScope`]: the register records it with every change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BreachActor {
+    /// A staff member whose session passed a second factor.
+    Staff(StaffId),
+    /// An internal job ([`SystemTask::Breach`]).
+    System(SystemTask),
+}
+
+/// Proof that the gate admitted a principal to the breach register: incidents are instance data
+/// (not one customer's), handled by staff with a second factor and by the breach notifier.
+///
+/// No public constructor, no `Default`, no `Deserialize`: [`Gate::authorize_breach`] is the only
+/// way to get one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreachScope {
+    actor: BreachActor,
+}
+
+impl BreachScope {
+    /// Who holds the scope.
+    pub const fn actor(&self) -> BreachActor {
+        self.actor
+    }
+}
+
 /// The one authorisation gate.
 #[derive(Clone)]
 pub struct Gate {
@@ -610,6 +643,25 @@ impl Gate {
             actor,
             grant: through_grant,
         })
+    }
+
+    /// Decides whether `principal` may read and change the breach register: a staff member whose
+    /// session passed a second factor (no impersonation grant needed: incidents are not a
+    /// customer's data), or the [`SystemTask::Breach`] notifier.
+    ///
+    /// # Errors
+    /// [`Denied::StaffNeedsGrant`] for staff without a second factor;
+    /// [`Denied::ActionNotPermitted`] for everyone else.
+    pub fn authorize_breach(&self, principal: &Principal) -> Result<BreachScope, Denied> {
+        let actor = match principal {
+            Principal::Staff {
+                staff, mfa: true, ..
+            } => BreachActor::Staff(*staff),
+            Principal::Staff { .. } => return Err(Denied::StaffNeedsGrant),
+            Principal::System(SystemTask::Breach) => BreachActor::System(SystemTask::Breach),
+            _ => return Err(Denied::ActionNotPermitted),
+        };
+        Ok(BreachScope { actor })
     }
 }
 
@@ -780,6 +832,59 @@ mod tests {
         };
         assert_eq!(
             gate.authorize(&key, WorkspaceId::INSTANCE, Action::SecretRead),
+            Err(Denied::NotAMember)
+        );
+    }
+
+    #[test]
+    fn the_breach_register_admits_staff_with_a_second_factor_and_the_notifier() {
+        let (gate, _) = gate();
+        let staff = StaffId::new();
+        let with_mfa = Principal::Staff {
+            staff,
+            mfa: true,
+            grant: None,
+        };
+        assert_eq!(
+            gate.authorize_breach(&with_mfa).unwrap().actor(),
+            BreachActor::Staff(staff)
+        );
+        let without = Principal::Staff {
+            staff,
+            mfa: false,
+            grant: None,
+        };
+        assert_eq!(
+            gate.authorize_breach(&without),
+            Err(Denied::StaffNeedsGrant)
+        );
+        let notifier = Principal::System(SystemTask::Breach);
+        assert_eq!(
+            gate.authorize_breach(&notifier).unwrap().actor(),
+            BreachActor::System(SystemTask::Breach)
+        );
+        for refused in [
+            Principal::System(SystemTask::Audit),
+            Principal::member(UserId::new(), [(WorkspaceId::new(), Role::Admin)]),
+            Principal::Collector {
+                workspace: WorkspaceId::new(),
+            },
+        ] {
+            assert_eq!(
+                gate.authorize_breach(&refused),
+                Err(Denied::ActionNotPermitted),
+                "{refused:?}"
+            );
+        }
+        // On a workspace the notifier only reads (who its admins are); never the instance tenant.
+        let ws = WorkspaceId::new();
+        assert!(gate.authorize(&notifier, ws, Action::WorkspaceRead).is_ok());
+        assert_eq!(
+            gate.authorize(&notifier, ws, Action::MemberManage),
+            Err(Denied::ActionNotPermitted)
+        );
+        assert_eq!(
+            gate.authorize(&notifier, WorkspaceId::INSTANCE, Action::WorkspaceRead),
             Err(Denied::NotAMember)
         );
     }

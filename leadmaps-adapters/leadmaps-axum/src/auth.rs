@@ -51,6 +51,8 @@ use serde_json::json;
 
 use crate::client::{client_ip, peer_ip};
 
+mod incidents;
+
 /// The services the sign-in routes use.
 pub struct AuthServices {
     /// Customer users and staff members.
@@ -78,6 +80,8 @@ pub struct AuthState {
     services: AuthServices,
     base_url: String,
     trusted_proxies: Vec<IpNet>,
+    /// The breach engine behind the staff incident routes, when configured.
+    incidents: Option<Arc<leadmaps_core::breach::Engine>>,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -99,7 +103,16 @@ impl AuthState {
             services,
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             trusted_proxies,
+            incidents: None,
         }
+    }
+
+    /// Serves the staff incident routes (`/staff/api/v1/incidents`) with `engine`; without it
+    /// they answer 404 to staff.
+    #[must_use]
+    pub fn with_incidents(mut self, engine: Arc<leadmaps_core::breach::Engine>) -> Self {
+        self.incidents = Some(engine);
+        self
     }
 
     /// The session named by the request's cookie, if it is valid.
@@ -250,6 +263,7 @@ pub fn staff_routes(state: Arc<AuthState>) -> Router {
             "/staff/api/v1/sign-out-everywhere",
             post(staff_sign_out_everywhere),
         )
+        .merge(incidents::routes())
         .with_state(ctx)
 }
 
@@ -258,6 +272,28 @@ pub const STAFF_ROUTES: &[(&str, &str)] = &[
     ("GET", "/staff/api/v1/me"),
     ("POST", "/staff/api/v1/step-up"),
     ("POST", "/staff/api/v1/sign-out-everywhere"),
+    ("GET", "/staff/api/v1/incidents"),
+    ("POST", "/staff/api/v1/incidents"),
+    (
+        "GET",
+        "/staff/api/v1/incidents/00000000-0000-0000-0000-000000000000",
+    ),
+    (
+        "POST",
+        "/staff/api/v1/incidents/00000000-0000-0000-0000-000000000000",
+    ),
+    (
+        "POST",
+        "/staff/api/v1/incidents/00000000-0000-0000-0000-000000000000/obligations/00000000-0000-0000-0000-000000000000/ack",
+    ),
+    (
+        "POST",
+        "/staff/api/v1/incidents/00000000-0000-0000-0000-000000000000/close",
+    ),
+    (
+        "GET",
+        "/staff/api/v1/incidents/00000000-0000-0000-0000-000000000000/draft?format=md",
+    ),
 ];
 
 fn realm_routes(ctx: &Ctx) -> Router<Ctx> {

@@ -458,8 +458,9 @@ async fn truncate(client: &Client, report: &mut DoctorReport) -> Result<()> {
     Ok(())
 }
 
-/// The audit log's tables: append-only for everyone (migration V9).
-const APPEND_ONLY_TABLES: &[&str] = &["audit_records", "audit_checkpoints"];
+/// The audit log's tables (migration V9) and the breach register (V11): append-only for
+/// everyone.
+const APPEND_ONLY_TABLES: &[&str] = &["audit_records", "audit_checkpoints", "breach_register"];
 
 async fn append_only(client: &Client, app_role: &str, report: &mut DoctorReport) -> Result<()> {
     // tgtype bits: 2 BEFORE, 8 DELETE, 16 UPDATE, 32 TRUNCATE. Enabled means 'O' (origin) or 'A'

@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod breach;
 mod config;
 mod doctor;
 mod error;

@@ -72,6 +72,7 @@ migrations!(
     (8, "auth_policy"),
     (9, "audit"),
     (10, "workspace_controls"),
+    (11, "breach"),
 );
 
 /// The schema version this build needs.

@@ -458,8 +458,9 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 assert!(row.get::<_, bool>(4), "{name}: the app role may execute it");
                 assert!(row.get::<_, bool>(5), "{name}: PUBLIC may not");
             }
-            // Trigger functions only refuse (the audit log's append-only guard): the owner's,
-            // with the rights of whoever fires them, and nobody may call them.
+            // Trigger functions only refuse (the audit log's append-only guard, the breach
+            // incident and delivery guards): the owner's, with the rights of whoever fires them,
+            // and nobody may call them.
             let triggers = su
                 .query(
                     "SELECT p.proname::text, p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner)::text,
@@ -473,7 +474,15 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 .await
                 .unwrap();
             let names: Vec<String> = triggers.iter().map(|row| row.get(0)).collect();
-            assert_eq!(names, ["audit_append_only", "impersonation_grant_closes_once"]);
+            assert_eq!(
+                names,
+                [
+                    "audit_append_only",
+                    "breach_delivery_guard",
+                    "breach_incident_guard",
+                    "impersonation_grant_closes_once"
+                ]
+            );
             for row in &triggers {
                 let name: String = row.get(0);
                 let config: Vec<String> = row.get(2);

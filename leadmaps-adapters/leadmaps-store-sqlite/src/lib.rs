@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod breach;
 mod codec;
 mod connection;
 mod error;

@@ -18,6 +18,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_auth_policy.sql"),
     include_str!("../migrations/0005_audit.sql"),
     include_str!("../migrations/0006_workspace_controls.sql"),
+    include_str!("../migrations/0007_breach.sql"),
 ];
 
 /// The schema version this code writes and reads: the number of migrations.
@@ -135,6 +136,11 @@ mod tests {
             "users",
             "recovery_codes",
             "staff",
+            // Breach incidents, their register and deliveries: instance data, gated by
+            // `BreachScope`.
+            "breach_incidents",
+            "breach_register",
+            "breach_deliveries",
         ];
         const KEYED_BY_INDEX: &[&str] = &["sites", "api_keys"];
         let conn = fresh();

@@ -292,6 +292,12 @@ pub(crate) const INSERT_AUDIT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints 
 pub(crate) const SELECT_AUDIT_CHECKPOINTS: &str = "SELECT workspace_id, seq, head_hash, at, key_id, mac \
      FROM audit_checkpoints WHERE workspace_id = ?1 ORDER BY at, seq";
 
+// Breach notices go to a workspace's admins.
+
+/// The addresses of a workspace's admins, in byte order.
+pub(crate) const ADMIN_ADDRESSES: &str = "SELECT email FROM memberships JOIN users USING (user_id) \
+     WHERE workspace_id = ?1 AND role = 'admin' ORDER BY email";
+
 /// Statements confined to one workspace: `?1` is always `scope.workspace()`.
 #[cfg(test)]
 pub(crate) const SCOPED: &[&str] = &[
@@ -332,6 +338,7 @@ pub(crate) const SCOPED: &[&str] = &[
     SELECT_AUDIT_RECORDS,
     INSERT_AUDIT_CHECKPOINT,
     SELECT_AUDIT_CHECKPOINTS,
+    ADMIN_ADDRESSES,
 ];
 
 /// Statements that span workspaces, each used only by a scope-less trait method that returns ids,

@@ -81,20 +81,20 @@ pub fn audit_time(at: OffsetDateTime) -> OffsetDateTime {
 }
 
 /// Writes length-prefixed fields.
-pub(super) struct Encoder(Vec<u8>);
+pub(crate) struct Encoder(Vec<u8>);
 
 impl Encoder {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Vec::with_capacity(512))
     }
 
-    pub(super) fn field(&mut self, bytes: &[u8]) {
+    pub(crate) fn field(&mut self, bytes: &[u8]) {
         self.0
             .extend_from_slice(&(bytes.len() as u64).to_be_bytes());
         self.0.extend_from_slice(bytes);
     }
 
-    pub(super) fn optional(&mut self, bytes: Option<&[u8]>) {
+    pub(crate) fn optional(&mut self, bytes: Option<&[u8]>) {
         match bytes {
             None => self.0.push(0),
             Some(bytes) => {
@@ -104,11 +104,11 @@ impl Encoder {
         }
     }
 
-    pub(super) fn time(&mut self, at: OffsetDateTime) {
+    pub(crate) fn time(&mut self, at: OffsetDateTime) {
         self.field(&at.unix_timestamp_nanos().to_be_bytes());
     }
 
-    pub(super) fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         self.0
     }
 }

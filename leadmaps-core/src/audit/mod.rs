@@ -71,6 +71,7 @@ mod verify;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+pub(crate) use chain::Encoder;
 pub use chain::{
     ChainHead, GENESIS_HASH, MAX_AUDIT_JSON, RECORD_LABEL, audit_time, canonical_json,
     record_encoding, record_hash, seal, seal_after,

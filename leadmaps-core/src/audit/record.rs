@@ -107,6 +107,11 @@ audit_actions! {
     /// A person regenerated their recovery codes. Target: the user or staff member; after:
     /// `{"count": n}` (never the codes).
     RecoveryCodesRegenerated = "recovery_codes.regenerated", visible: false;
+    /// The breach notifier e-mailed the workspace's admins about a security incident that
+    /// affects it. Target: the incident (`incident`, its id); after: the obligation, its duty and
+    /// legal basis, its deadline, when it was sent, the subject and how many admins it went to
+    /// (never their addresses).
+    BreachNotificationSent = "breach.notification_sent", visible: true;
 }
 
 impl AuditAction {
