@@ -546,7 +546,9 @@ async fn main() -> Result<(), BoxError> {
                 .workspace(&gate.authorize(&provisioning, workspace, Action::WorkspaceUpdate)?)
                 .await?;
             let manage = gate.authorize(&provisioning, workspace, Action::MemberManage)?;
-            store.set_membership(&manage, user.id, Role::Admin).await?;
+            store
+                .set_membership(&manage, user.id, Role::Admin, gate.now())
+                .await?;
             println!("user {} is an admin of workspace {workspace}", user.id);
             Ok(())
         }

@@ -103,6 +103,7 @@ async fn provision_and_open(server: &Server) -> (WorkspaceId, IncidentId) {
                 .unwrap(),
             admin.id,
             Role::Admin,
+            T,
         )
         .await
         .unwrap();

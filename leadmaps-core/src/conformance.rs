@@ -93,6 +93,7 @@ checks!(
     workspace_ids_page_in_order,
     impersonation_is_audited_before_access,
     checkpoint_job_signs_due_heads,
+    mutations_are_logged_with_their_change,
     breach_incidents_and_register_commit_together,
     breach_deliveries_are_claimed_once,
     breach_notice_and_its_audit_record_commit_together,
@@ -109,6 +110,7 @@ pub use policy::{
 pub use audit::{
     audit_appends_chain_and_verify, audit_checkpoints_round_trip_and_verify,
     audit_concurrent_appends_never_fork, audit_reads_need_audit_read_and_stay_in_workspace,
+    mutations_are_logged_with_their_change,
 };
 pub use breach::{
     breach_admin_addresses_are_the_workspace_admins, breach_deliveries_are_claimed_once,
@@ -243,7 +245,7 @@ pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
             )
             .unwrap();
         store
-            .set_membership(&manage, alice.id, Role::Viewer)
+            .set_membership(&manage, alice.id, Role::Viewer, start_time())
             .await
             .unwrap();
     }
@@ -279,13 +281,14 @@ pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
         .audit_records(&f.a(Action::AuditRead), 0, 100)
         .await
         .unwrap();
-    assert_eq!(log, std::slice::from_ref(&record));
-    assert_eq!(
+    assert_eq!(log.last(), Some(&record));
+    assert!(
         store
             .audit_records(&f.b(Action::AuditRead), 0, 100)
             .await
-            .unwrap(),
-        [],
+            .unwrap()
+            .iter()
+            .all(|r| r.action != crate::audit::AuditAction::WorkspacePolicyUpdated),
         "nothing in the other workspace's log"
     );
     assert_eq!(updated.name, "Workspace A", "nothing else changed");
@@ -349,8 +352,9 @@ pub async fn workspace_policy_reaches_memberships(store: Arc<dyn Store>) {
         .audit_records(&f.a(Action::AuditRead), 0, 100)
         .await
         .unwrap();
-    assert_eq!(log.len(), 2);
-    assert_eq!(log[1].prev_hash, log[0].hash, "chained");
+    let n = log.len();
+    assert_eq!(log[n - 2], record);
+    assert_eq!(log[n - 1].prev_hash, log[n - 2].hash, "chained");
     assert!(
         store
             .memberships(alice.id)
@@ -433,7 +437,7 @@ pub async fn workspace_lifecycle(store: Arc<dyn Store>) {
         "a failed create changed nothing"
     );
     let renamed = store
-        .rename_workspace(&f.a(Action::WorkspaceUpdate), "Renamed")
+        .rename_workspace(&f.a(Action::WorkspaceUpdate), "Renamed", start_time())
         .await
         .unwrap();
     assert_eq!(renamed.name, "Renamed");
@@ -441,7 +445,7 @@ pub async fn workspace_lifecycle(store: Arc<dyn Store>) {
         assert_eq!(
             kind(
                 store
-                    .rename_workspace(&f.a(Action::WorkspaceUpdate), bad)
+                    .rename_workspace(&f.a(Action::WorkspaceUpdate), bad, start_time())
                     .await
             ),
             ErrorKind::Invalid
@@ -476,7 +480,11 @@ pub async fn workspace_lifecycle(store: Arc<dyn Store>) {
         .authorize(&ghost_admin, ghost, Action::WorkspaceUpdate)
         .unwrap();
     assert_eq!(
-        kind(store.rename_workspace(&ghost_update, "x").await),
+        kind(
+            store
+                .rename_workspace(&ghost_update, "x", start_time())
+                .await
+        ),
         ErrorKind::NotFound
     );
 }
@@ -486,7 +494,7 @@ pub async fn workspace_isolation(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let store = store.as_ref();
     store
-        .rename_workspace(&f.a(Action::WorkspaceUpdate), "A2")
+        .rename_workspace(&f.a(Action::WorkspaceUpdate), "A2", start_time())
         .await
         .unwrap();
     assert_eq!(
@@ -514,11 +522,11 @@ pub async fn secret_round_trip(store: Arc<dyn Store>) {
     let (w, r) = (f.a(Action::SecretWrite), f.a(Action::SecretRead));
     assert_eq!(store.secret(&r, "license").await.unwrap(), None);
     store
-        .put_secret(&w, &secret("license", b"v1"))
+        .put_secret(&w, &secret("license", b"v1"), start_time())
         .await
         .unwrap();
     store
-        .put_secret(&w, &secret("another", b"x"))
+        .put_secret(&w, &secret("another", b"x"), start_time())
         .await
         .unwrap();
     assert_eq!(
@@ -532,6 +540,7 @@ pub async fn secret_round_trip(store: Arc<dyn Store>) {
                 purpose: Purpose::LicenseKey,
                 ..secret("license", b"v2")
             },
+            start_time(),
         )
         .await
         .unwrap();
@@ -545,10 +554,23 @@ pub async fn secret_round_trip(store: Arc<dyn Store>) {
         ["another", "license"]
     );
     let big = vec![7u8; MAX_SECRET_BLOB];
-    store.put_secret(&w, &secret("big", &big)).await.unwrap();
+    store
+        .put_secret(&w, &secret("big", &big), start_time())
+        .await
+        .unwrap();
     assert_eq!(store.secret(&w, "big").await.unwrap().unwrap().blob, big);
-    assert!(store.delete_secret(&w, "license").await.unwrap());
-    assert!(!store.delete_secret(&w, "license").await.unwrap());
+    assert!(
+        store
+            .delete_secret(&w, "license", start_time())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_secret(&w, "license", start_time())
+            .await
+            .unwrap()
+    );
     assert_eq!(store.secret(&r, "license").await.unwrap(), None);
 }
 
@@ -558,17 +580,21 @@ pub async fn secret_rejects_bad_input(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let w = f.a(Action::SecretWrite);
     store
-        .put_secret(&w, &secret("keep", b"original"))
+        .put_secret(&w, &secret("keep", b"original"), start_time())
         .await
         .unwrap();
     let too_big = vec![0u8; MAX_SECRET_BLOB + 1];
     assert_eq!(
-        kind(store.put_secret(&w, &secret("keep", &too_big)).await),
+        kind(
+            store
+                .put_secret(&w, &secret("keep", &too_big), start_time())
+                .await
+        ),
         ErrorKind::Invalid
     );
     for bad in ["", " ", "new\nline", &"n".repeat(201)] {
         assert_eq!(
-            kind(store.put_secret(&w, &secret(bad, b"x")).await),
+            kind(store.put_secret(&w, &secret(bad, b"x"), start_time()).await),
             ErrorKind::Invalid
         );
     }
@@ -584,15 +610,27 @@ pub async fn secret_isolation(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let store = store.as_ref();
     store
-        .put_secret(&f.a(Action::SecretWrite), &secret("shared-name", b"A"))
+        .put_secret(
+            &f.a(Action::SecretWrite),
+            &secret("shared-name", b"A"),
+            start_time(),
+        )
         .await
         .unwrap();
     store
-        .put_secret(&f.b(Action::SecretWrite), &secret("shared-name", b"B"))
+        .put_secret(
+            &f.b(Action::SecretWrite),
+            &secret("shared-name", b"B"),
+            start_time(),
+        )
         .await
         .unwrap();
     store
-        .put_secret(&f.b(Action::SecretWrite), &secret("only-b", b"B"))
+        .put_secret(
+            &f.b(Action::SecretWrite),
+            &secret("only-b", b"B"),
+            start_time(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -617,13 +655,13 @@ pub async fn secret_isolation(store: Arc<dyn Store>) {
     );
     assert!(
         !store
-            .delete_secret(&f.a(Action::SecretWrite), "only-b")
+            .delete_secret(&f.a(Action::SecretWrite), "only-b", start_time())
             .await
             .unwrap()
     );
     assert!(
         store
-            .delete_secret(&f.a(Action::SecretWrite), "shared-name")
+            .delete_secret(&f.a(Action::SecretWrite), "shared-name", start_time())
             .await
             .unwrap()
     );
@@ -653,11 +691,15 @@ pub async fn scope_actions_enforced(store: Arc<dyn Store>) {
     let store = store.as_ref();
     let read = f.a(Action::SecretRead);
     assert_eq!(
-        kind(store.put_secret(&read, &secret("s", b"x")).await),
+        kind(
+            store
+                .put_secret(&read, &secret("s", b"x"), start_time())
+                .await
+        ),
         ErrorKind::Denied
     );
     assert_eq!(
-        kind(store.delete_secret(&read, "s").await),
+        kind(store.delete_secret(&read, "s", start_time()).await),
         ErrorKind::Denied
     );
     assert_eq!(
@@ -667,19 +709,23 @@ pub async fn scope_actions_enforced(store: Arc<dyn Store>) {
     assert_eq!(
         kind(
             store
-                .rename_workspace(&f.a(Action::WorkspaceRead), "x")
+                .rename_workspace(&f.a(Action::WorkspaceRead), "x", start_time())
                 .await
         ),
         ErrorKind::Denied
     );
     assert_eq!(
-        kind(store.delete_tenant_keys(&f.a(Action::SecretWrite)).await),
+        kind(
+            store
+                .delete_tenant_keys(&f.a(Action::SecretWrite), start_time())
+                .await
+        ),
         ErrorKind::Denied
     );
     assert_eq!(
         kind(
             store
-                .rewrap_tenant_key(&f.a(Action::SecretWrite), 1, 1, 2, b"x")
+                .rewrap_tenant_key(&f.a(Action::SecretWrite), 1, 1, 2, b"x", start_time())
                 .await
         ),
         ErrorKind::Denied
@@ -750,25 +796,25 @@ pub async fn tenant_key_rules(store: Arc<dyn Store>) {
     let k = f.keys(f.a);
     assert!(
         !store
-            .rewrap_tenant_key(&k, 1, 7, 2, b"wrong-from")
+            .rewrap_tenant_key(&k, 1, 7, 2, b"wrong-from", start_time())
             .await
             .unwrap()
     );
     assert!(
         !store
-            .rewrap_tenant_key(&k, 3, 1, 2, b"no-such-version")
+            .rewrap_tenant_key(&k, 3, 1, 2, b"no-such-version", start_time())
             .await
             .unwrap()
     );
     assert!(
         store
-            .rewrap_tenant_key(&k, 1, 1, 2, b"one-under-2")
+            .rewrap_tenant_key(&k, 1, 1, 2, b"one-under-2", start_time())
             .await
             .unwrap()
     );
     assert!(
         !store
-            .rewrap_tenant_key(&k, 1, 1, 2, b"again")
+            .rewrap_tenant_key(&k, 1, 1, 2, b"again", start_time())
             .await
             .unwrap()
     );
@@ -797,7 +843,7 @@ pub async fn tenant_key_isolation(store: Arc<dyn Store>) {
     );
     assert!(
         !store
-            .rewrap_tenant_key(&f.keys(f.a), 1, 1, 2, b"b?")
+            .rewrap_tenant_key(&f.keys(f.a), 1, 1, 2, b"b?", start_time())
             .await
             .unwrap()
             || {
@@ -805,7 +851,13 @@ pub async fn tenant_key_isolation(store: Arc<dyn Store>) {
                     == [wrapped(f.b, 1, 1, b"b")]
             }
     );
-    assert_eq!(store.delete_tenant_keys(&f.keys(f.a)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_tenant_keys(&f.keys(f.a), start_time())
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         store.tenant_keys(&f.a(Action::SecretRead)).await.unwrap(),
         []
@@ -913,6 +965,7 @@ pub async fn vault_seal_open(store: Arc<dyn Store>) {
                 name: "lic-2".into(),
                 ..stored.clone()
             },
+            start_time(),
         )
         .await
         .unwrap();
@@ -921,7 +974,7 @@ pub async fn vault_seal_open(store: Arc<dyn Store>) {
         ErrorKind::Decrypt
     );
     store
-        .put_secret(&f.b(Action::SecretWrite), &stored)
+        .put_secret(&f.b(Action::SecretWrite), &stored, start_time())
         .await
         .unwrap();
     assert_eq!(
@@ -1222,7 +1275,7 @@ pub async fn site_rules(store: Arc<dyn Store>) {
         "2001:db8::/32".parse().unwrap(),
     ];
     store
-        .set_blocked_ips(&f.a(Action::WorkspaceUpdate), &blocked)
+        .set_blocked_ips(&f.a(Action::WorkspaceUpdate), &blocked, start_time())
         .await
         .unwrap();
     let route = store.site_route("example.com").await.unwrap().unwrap();
@@ -1606,19 +1659,19 @@ pub async fn retention_delete(store: Arc<dyn Store>) {
         1
     );
     // The records are in A's log, chained after each other; B's log has none.
-    let log = store
-        .audit_records(&f.a(Action::AuditRead), 0, 100)
-        .await
-        .unwrap();
-    assert_eq!(log.len(), 2);
-    assert_eq!(log[1].prev_hash, log[0].hash);
-    assert!(
+    let deletions = |scope| async move {
         store
-            .audit_records(&f.b(Action::AuditRead), 0, 100)
+            .audit_records(&scope, 0, 100)
             .await
             .unwrap()
-            .is_empty()
-    );
+            .into_iter()
+            .filter(|r| r.action == crate::audit::AuditAction::RetentionEventsDeleted)
+            .collect::<Vec<_>>()
+    };
+    let log = deletions(f.a(Action::AuditRead)).await;
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].prev_hash, log[0].hash);
+    assert!(deletions(f.b(Action::AuditRead)).await.is_empty());
 }
 
 /// The collector over this store: accepted once, duplicate on retry, filtered with a reason and a
@@ -1654,6 +1707,7 @@ pub async fn collector_end_to_end(store: Arc<dyn Store>) {
         .set_blocked_ips(
             &f.a(Action::WorkspaceUpdate),
             &["198.51.100.0/24".parse().unwrap()],
+            start_time(),
         )
         .await
         .unwrap();
@@ -2241,21 +2295,40 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
 
 checks!(
     /// Every identity-store check, by name.
-    IDENTITY_CHECKS: dyn crate::auth::IdentityStore = [
+    IDENTITY_CHECKS: dyn Store = [
         users_and_memberships,
         api_keys_stay_in_their_workspace,
         staff_are_their_own_identities,
     ]
 );
 
-/// Runs every identity-store check, each on a fresh store. Workspaces named by the checks need
-/// not exist in the store.
+/// Runs every identity-store check, each on a fresh store. The checks create the workspaces
+/// they use: memberships and API keys are recorded in their workspace's audit log.
 pub async fn run_identity<F, Fut>(fresh: F)
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn crate::auth::IdentityStore>>,
+    Fut: Future<Output = Arc<dyn Store>>,
 {
     run_checks(IDENTITY_CHECKS, fresh).await;
+}
+
+/// Two new workspaces in `store`, made by the provisioning task.
+async fn two_workspaces(store: &dyn Store, gate: &Gate) -> (WorkspaceId, WorkspaceId) {
+    let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+    for ws in [a, b] {
+        let create = gate
+            .authorize(
+                &Principal::System(SystemTask::Provisioning),
+                ws,
+                Action::WorkspaceCreate,
+            )
+            .unwrap();
+        store
+            .create_workspace(&create, "w", Region::Eu, start_time())
+            .await
+            .unwrap();
+    }
+    (a, b)
 }
 
 fn manage(gate: &Gate, ws: WorkspaceId) -> Scope {
@@ -2268,7 +2341,7 @@ fn manage(gate: &Gate, ws: WorkspaceId) -> Scope {
 }
 
 /// Addresses are unique; memberships are per workspace and need the member-management action.
-pub async fn users_and_memberships(store: Arc<dyn crate::auth::IdentityStore>) {
+pub async fn users_and_memberships(store: Arc<dyn Store>) {
     use crate::auth::users::User;
     let gate = Gate::new(Arc::new(ManualClock::new(start_time())));
     let alice = User {
@@ -2295,17 +2368,17 @@ pub async fn users_and_memberships(store: Arc<dyn crate::auth::IdentityStore>) {
             .unwrap(),
         None
     );
-    let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+    let (a, b) = two_workspaces(store.as_ref(), &gate).await;
     store
-        .set_membership(&manage(&gate, a), alice.id, Role::Viewer)
+        .set_membership(&manage(&gate, a), alice.id, Role::Viewer, start_time())
         .await
         .unwrap();
     store
-        .set_membership(&manage(&gate, b), alice.id, Role::Admin)
+        .set_membership(&manage(&gate, b), alice.id, Role::Admin, start_time())
         .await
         .unwrap();
     store
-        .set_membership(&manage(&gate, a), alice.id, Role::Editor)
+        .set_membership(&manage(&gate, a), alice.id, Role::Editor, start_time())
         .await
         .unwrap();
     let mut got: Vec<_> = store
@@ -2327,13 +2400,17 @@ pub async fn users_and_memberships(store: Arc<dyn crate::auth::IdentityStore>) {
         )
         .unwrap();
     assert_eq!(
-        kind(store.set_membership(&update, alice.id, Role::Admin).await),
+        kind(
+            store
+                .set_membership(&update, alice.id, Role::Admin, start_time())
+                .await
+        ),
         ErrorKind::Denied
     );
     assert_eq!(
         kind(
             store
-                .set_membership(&manage(&gate, a), UserId::new(), Role::Admin)
+                .set_membership(&manage(&gate, a), UserId::new(), Role::Admin, start_time())
                 .await
         ),
         ErrorKind::NotFound
@@ -2343,7 +2420,7 @@ pub async fn users_and_memberships(store: Arc<dyn crate::auth::IdentityStore>) {
 
 /// Staff members are found by address; ids and addresses are unique among staff; a customer
 /// user with the same address is a different identity.
-pub async fn staff_are_their_own_identities(store: Arc<dyn crate::auth::IdentityStore>) {
+pub async fn staff_are_their_own_identities(store: Arc<dyn Store>) {
     use crate::auth::staff::StaffMember;
     use crate::auth::users::User;
     let email = crate::mail::Address::parse("ops@example.com").unwrap();
@@ -2391,10 +2468,10 @@ pub async fn staff_are_their_own_identities(store: Arc<dyn crate::auth::Identity
 
 /// Keys are listed and revoked only within their workspace; lookups for authentication find
 /// them by id; use times only move forward.
-pub async fn api_keys_stay_in_their_workspace(store: Arc<dyn crate::auth::IdentityStore>) {
+pub async fn api_keys_stay_in_their_workspace(store: Arc<dyn Store>) {
     use crate::auth::keys::ApiKeyRecord;
     let gate = Gate::new(Arc::new(ManualClock::new(start_time())));
-    let (a, b) = (WorkspaceId::new(), WorkspaceId::new());
+    let (a, b) = two_workspaces(store.as_ref(), &gate).await;
     let record = |ws, name: &str| ApiKeyRecord {
         id: crate::tenancy::ApiKeyId::new(),
         workspace: ws,

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use time::{Date, OffsetDateTime};
 
-use crate::audit::{AuditDraft, AuditId, AuditRecord, AuditStore, Checkpoint, seal};
+use crate::audit::{AuditDraft, AuditId, AuditRecord, AuditStore, Checkpoint, drafts, seal};
 use crate::auth::impersonation::{GrantStore, StoredGrant};
 use crate::auth::keys::{ApiKeyRecord, ApiKeyStore};
 use crate::auth::recovery::RecoveryStore;
@@ -138,6 +138,11 @@ impl WorkspaceStore for MemoryStore {
             created_at,
             policy: WorkspacePolicy::default(),
         };
+        state.append_audit(
+            scope,
+            drafts::workspace_created(scope, name, region),
+            created_at,
+        )?;
         state.workspaces.insert(workspace.id, workspace.clone());
         Ok(workspace)
     }
@@ -150,10 +155,22 @@ impl WorkspaceStore for MemoryStore {
             .ok_or(Error::NotFound)
     }
 
-    async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace> {
+    async fn rename_workspace(
+        &self,
+        scope: &Scope,
+        name: &str,
+        at: OffsetDateTime,
+    ) -> Result<Workspace> {
         scope.require(Action::WorkspaceUpdate)?;
         validate_workspace_name(name)?;
         let mut state = self.state();
+        let before = state
+            .workspaces
+            .get(&scope.workspace())
+            .ok_or(Error::NotFound)?
+            .name
+            .clone();
+        state.append_audit(scope, drafts::workspace_renamed(scope, &before, name), at)?;
         let workspace = state
             .workspaces
             .get_mut(&scope.workspace())
@@ -209,13 +226,20 @@ impl WorkspaceStore for MemoryStore {
 
 #[async_trait]
 impl SecretStore for MemoryStore {
-    async fn put_secret(&self, scope: &Scope, secret: &StoredSecret) -> Result<()> {
+    async fn put_secret(
+        &self,
+        scope: &Scope,
+        secret: &StoredSecret,
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::SecretWrite)?;
         validate_secret_name(&secret.name)?;
         if secret.blob.len() > MAX_SECRET_BLOB {
             return Err(Error::invalid("sealed secret too large"));
         }
-        self.state()
+        let mut state = self.state();
+        state.append_audit(scope, drafts::secret_written(scope, &secret.name), at)?;
+        state
             .secrets
             .entry(scope.workspace())
             .or_default()
@@ -233,13 +257,20 @@ impl SecretStore for MemoryStore {
             .cloned())
     }
 
-    async fn delete_secret(&self, scope: &Scope, name: &str) -> Result<bool> {
+    async fn delete_secret(&self, scope: &Scope, name: &str, at: OffsetDateTime) -> Result<bool> {
         scope.require(Action::SecretWrite)?;
-        Ok(self
-            .state()
+        let mut state = self.state();
+        let exists = state
             .secrets
-            .get_mut(&scope.workspace())
-            .is_some_and(|s| s.remove(name).is_some()))
+            .get(&scope.workspace())
+            .is_some_and(|s| s.contains_key(name));
+        if exists {
+            state.append_audit(scope, drafts::secret_deleted(scope, name), at)?;
+            if let Some(secrets) = state.secrets.get_mut(&scope.workspace()) {
+                secrets.remove(name);
+            }
+        }
+        Ok(exists)
     }
 
     async fn secret_names(&self, scope: &Scope) -> Result<Vec<String>> {
@@ -284,9 +315,20 @@ impl KeyStore for MemoryStore {
         from_kek: u32,
         to_kek: u32,
         blob: &[u8],
+        at: OffsetDateTime,
     ) -> Result<bool> {
         scope.require(Action::KeyManage)?;
         let mut state = self.state();
+        let current = state
+            .tenant_keys
+            .get(&scope.workspace())
+            .and_then(|k| k.get(&version))
+            .map(|k| k.kek_id);
+        if current != Some(from_kek) {
+            return Ok(false);
+        }
+        let draft = drafts::tenant_key_rewrapped(scope, version, from_kek, to_kek);
+        state.append_audit(scope, draft, at)?;
         let Some(key) = state
             .tenant_keys
             .get_mut(&scope.workspace())
@@ -294,21 +336,21 @@ impl KeyStore for MemoryStore {
         else {
             return Ok(false);
         };
-        if key.kek_id != from_kek {
-            return Ok(false);
-        }
         key.kek_id = to_kek;
         key.blob = blob.to_vec();
         Ok(true)
     }
 
-    async fn delete_tenant_keys(&self, scope: &Scope) -> Result<u64> {
+    async fn delete_tenant_keys(&self, scope: &Scope, at: OffsetDateTime) -> Result<u64> {
         scope.require(Action::KeyManage)?;
-        Ok(self
-            .state()
+        let mut state = self.state();
+        let count = state
             .tenant_keys
-            .remove(&scope.workspace())
-            .map_or(0, |k| k.len() as u64))
+            .get(&scope.workspace())
+            .map_or(0, |k| k.len() as u64);
+        state.append_audit(scope, drafts::tenant_keys_destroyed(scope, count), at)?;
+        state.tenant_keys.remove(&scope.workspace());
+        Ok(count)
     }
 
     async fn workspaces_needing_rewrap(
@@ -385,6 +427,7 @@ impl SiteStore for MemoryStore {
             domain: domain.clone(),
             created_at,
         };
+        state.append_audit(scope, drafts::site_added(scope, &domain), created_at)?;
         state.sites.insert(domain, site.clone());
         Ok(site)
     }
@@ -399,12 +442,24 @@ impl SiteStore for MemoryStore {
             .collect())
     }
 
-    async fn set_blocked_ips(&self, scope: &Scope, ranges: &[IpNet]) -> Result<()> {
+    async fn set_blocked_ips(
+        &self,
+        scope: &Scope,
+        ranges: &[IpNet],
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::WorkspaceUpdate)?;
         let mut state = self.state();
         if !state.workspaces.contains_key(&scope.workspace()) {
             return Err(Error::NotFound);
         }
+        let before = state
+            .blocked_ips
+            .get(&scope.workspace())
+            .cloned()
+            .unwrap_or_default();
+        let draft = drafts::blocked_ips_updated(scope, &before, ranges);
+        state.append_audit(scope, draft, at)?;
         state.blocked_ips.insert(scope.workspace(), ranges.to_vec());
         Ok(())
     }
@@ -480,6 +535,19 @@ impl SaltStore for MemoryStore {
     ) -> Result<Vec<Date>> {
         scope.require(Action::KeyManage)?;
         let mut state = self.state();
+        let expired: Vec<Date> = state
+            .salts
+            .get(&scope.workspace())
+            .map(|salts| salts.range(..before).map(|(day, _)| *day).collect())
+            .unwrap_or_default();
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        state.append_audit(
+            scope,
+            drafts::salts_destroyed(scope, &expired),
+            destroyed_at,
+        )?;
         let Some(salts) = state.salts.get_mut(&scope.workspace()) else {
             return Ok(Vec::new());
         };
@@ -856,6 +924,7 @@ impl ApiKeyStore for MemoryStore {
         if state.api_keys.contains_key(&key.id) {
             return Err(Error::Conflict("API key id exists"));
         }
+        state.append_audit(scope, drafts::api_key_created(scope, key), key.created_at)?;
         state.api_keys.insert(key.id, key.clone());
         Ok(())
     }
@@ -881,13 +950,18 @@ impl ApiKeyStore for MemoryStore {
     ) -> Result<bool> {
         scope.require(Action::MemberManage)?;
         let mut state = self.state();
-        match state.api_keys.get_mut(&id) {
-            Some(key) if key.workspace == scope.workspace() && key.revoked_at.is_none() => {
-                key.revoked_at = Some(at);
-                Ok(true)
-            }
-            _ => Ok(false),
+        let live = state
+            .api_keys
+            .get(&id)
+            .is_some_and(|key| key.workspace == scope.workspace() && key.revoked_at.is_none());
+        if !live {
+            return Ok(false);
         }
+        state.append_audit(scope, drafts::api_key_revoked(scope, id), at)?;
+        if let Some(key) = state.api_keys.get_mut(&id) {
+            key.revoked_at = Some(at);
+        }
+        Ok(true)
     }
 
     async fn api_key_for_auth(&self, id: ApiKeyId) -> Result<Option<ApiKeyRecord>> {
@@ -927,12 +1001,21 @@ impl UserStore for MemoryStore {
             .cloned())
     }
 
-    async fn set_membership(&self, scope: &Scope, user: UserId, role: Role) -> Result<()> {
+    async fn set_membership(
+        &self,
+        scope: &Scope,
+        user: UserId,
+        role: Role,
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::MemberManage)?;
         let mut state = self.state();
         if !state.users.contains_key(&user) {
             return Err(Error::NotFound);
         }
+        let before = state.memberships.get(&(user, scope.workspace())).copied();
+        let draft = drafts::member_role_changed(scope, user, before, role);
+        state.append_audit(scope, draft, at)?;
         state.memberships.insert((user, scope.workspace()), role);
         Ok(())
     }
@@ -1090,7 +1173,7 @@ mod tests {
         })
         .await;
         crate::conformance::run_identity(|| async {
-            Arc::new(MemoryStore::new()) as Arc<dyn crate::auth::IdentityStore>
+            Arc::new(MemoryStore::new()) as Arc<dyn Store>
         })
         .await;
     }

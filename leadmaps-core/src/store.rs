@@ -1,5 +1,12 @@
 //! Storage traits: one per concern, dyn-safe, async.
 //!
+//! Log, then act: every method that changes a workspace's data or configuration appends the audit
+//! record describing the change (built by [`crate::audit::drafts`] or the change's own type, so
+//! every store writes the same record) in the transaction that makes it: both commit or neither.
+//! The exceptions are the data itself (events, the daily salts a collector creates, tenant keys
+//! made on first use), which is not configuration, and the retention job, which records each
+//! batch.
+//!
 //! Every method that touches customer data takes a [`Scope`] and MUST confine itself to
 //! `scope.workspace()`: no row of another workspace may be returned, changed or counted. Methods
 //! that need a particular action say so and MUST check it with [`Scope::require`]. The behaviour
@@ -72,7 +79,8 @@ fn validate_name(name: &str, max: usize, what: &str) -> Result<()> {
 /// Workspaces.
 #[async_trait]
 pub trait WorkspaceStore: Send + Sync {
-    /// Creates the workspace `scope.workspace()`. Requires [`Action::WorkspaceCreate`].
+    /// Creates the workspace `scope.workspace()`, with its `workspace.created` record (the first
+    /// of its log) sealed at `created_at`. Requires [`Action::WorkspaceCreate`].
     ///
     /// # Errors
     /// [`Error::Conflict`] if it exists; [`Error::Invalid`] for a bad name.
@@ -90,11 +98,17 @@ pub trait WorkspaceStore: Send + Sync {
     /// [`Error::NotFound`] if it does not exist.
     async fn workspace(&self, scope: &Scope) -> Result<Workspace>;
 
-    /// Renames the workspace. Requires [`Action::WorkspaceUpdate`].
+    /// Renames the workspace, with its `workspace.renamed` record sealed at `at`. Requires
+    /// [`Action::WorkspaceUpdate`].
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Invalid`].
-    async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace>;
+    async fn rename_workspace(
+        &self,
+        scope: &Scope,
+        name: &str,
+        at: OffsetDateTime,
+    ) -> Result<Workspace>;
 
     /// Applies `change` to the stored policy ([`PolicyChange::apply`]) and appends its audit
     /// record ([`PolicyChange::audit_draft`] of the stored and the new policy, sealed at `at`),
@@ -136,17 +150,24 @@ pub struct StoredSecret {
 /// reaches a store: only sealed blobs.
 #[async_trait]
 pub trait SecretStore: Send + Sync {
-    /// Inserts or replaces a secret. Requires [`Action::SecretWrite`].
+    /// Inserts or replaces a secret, with its `secret.written` record sealed at `at`. Requires
+    /// [`Action::SecretWrite`].
     ///
     /// # Errors
     /// [`Error::Invalid`] for a bad name or a blob over [`MAX_SECRET_BLOB`].
-    async fn put_secret(&self, scope: &Scope, secret: &StoredSecret) -> Result<()>;
+    async fn put_secret(
+        &self,
+        scope: &Scope,
+        secret: &StoredSecret,
+        at: OffsetDateTime,
+    ) -> Result<()>;
 
     /// Reads a secret. Requires [`Action::SecretRead`] or [`Action::SecretWrite`].
     async fn secret(&self, scope: &Scope, name: &str) -> Result<Option<StoredSecret>>;
 
-    /// Deletes a secret; `true` if it existed. Requires [`Action::SecretWrite`].
-    async fn delete_secret(&self, scope: &Scope, name: &str) -> Result<bool>;
+    /// Deletes a secret; `true` if it existed, and then with its `secret.deleted` record sealed
+    /// at `at`. Requires [`Action::SecretWrite`].
+    async fn delete_secret(&self, scope: &Scope, name: &str, at: OffsetDateTime) -> Result<bool>;
 
     /// Names of the workspace's secrets, sorted. Requires [`Action::SecretRead`] or
     /// [`Action::SecretWrite`].
@@ -195,7 +216,8 @@ pub trait KeyStore: Send + Sync {
     async fn insert_tenant_key(&self, scope: &Scope, key: &WrappedTenantKey) -> Result<()>;
 
     /// Replaces the wrapping of one tenant key, only if it is still wrapped under `from_kek`.
-    /// Returns whether it replaced. Requires [`Action::KeyManage`].
+    /// Returns whether it replaced; a replacement commits with its `tenant_key.rewrapped`
+    /// record sealed at `at`. Requires [`Action::KeyManage`].
     async fn rewrap_tenant_key(
         &self,
         scope: &Scope,
@@ -203,11 +225,13 @@ pub trait KeyStore: Send + Sync {
         from_kek: u32,
         to_kek: u32,
         blob: &[u8],
+        at: OffsetDateTime,
     ) -> Result<bool>;
 
-    /// Deletes every tenant key of the workspace (crypto-shredding); returns how many.
-    /// Requires [`Action::KeyManage`].
-    async fn delete_tenant_keys(&self, scope: &Scope) -> Result<u64>;
+    /// Deletes every tenant key of the workspace (crypto-shredding), with the
+    /// `tenant_keys.destroyed` record sealed at `at`; returns how many. Requires
+    /// [`Action::KeyManage`].
+    async fn delete_tenant_keys(&self, scope: &Scope, at: OffsetDateTime) -> Result<u64>;
 
     /// Up to `limit` workspaces, ascending by id and after `after`, holding a tenant key wrapped
     /// under another KEK than `primary`. Ids only: key rotation then opens a scope per workspace.
@@ -294,8 +318,8 @@ pub fn normalize_domain(domain: &str) -> Result<String> {
 /// Sites and the workspace's collector policy.
 #[async_trait]
 pub trait SiteStore: Send + Sync {
-    /// Adds a site (domain normalised with [`normalize_domain`]). Requires
-    /// [`Action::WorkspaceUpdate`].
+    /// Adds a site (domain normalised with [`normalize_domain`]), with its `site.added` record
+    /// sealed at `created_at`. Requires [`Action::WorkspaceUpdate`].
     ///
     /// # Errors
     /// [`Error::Conflict`] when any workspace has the domain; [`Error::Invalid`] for a bad one.
@@ -309,9 +333,14 @@ pub trait SiteStore: Send + Sync {
     /// The workspace's sites, by domain.
     async fn sites(&self, scope: &Scope) -> Result<Vec<Site>>;
 
-    /// Replaces the workspace's blocked client address ranges. Requires
-    /// [`Action::WorkspaceUpdate`].
-    async fn set_blocked_ips(&self, scope: &Scope, ranges: &[IpNet]) -> Result<()>;
+    /// Replaces the workspace's blocked client address ranges, with the `blocked_ips.updated`
+    /// record sealed at `at`. Requires [`Action::WorkspaceUpdate`].
+    async fn set_blocked_ips(
+        &self,
+        scope: &Scope,
+        ranges: &[IpNet],
+        at: OffsetDateTime,
+    ) -> Result<()>;
 
     /// Routing for a domain, for the collector before any scope exists. Returns only the
     /// workspace id, its region and its blocked ranges.
@@ -357,8 +386,9 @@ pub trait SaltStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<WorkspaceId>>;
 
-    /// Deletes the workspace's salts of days before `before` and records each destruction, in one
-    /// transaction. Returns the destroyed days. Requires [`Action::KeyManage`].
+    /// Deletes the workspace's salts of days before `before` and records each destruction and one
+    /// `salts.destroyed` audit record (when any was destroyed), in one transaction. Returns the
+    /// destroyed days. Requires [`Action::KeyManage`].
     async fn destroy_salts_before(
         &self,
         scope: &Scope,

@@ -84,7 +84,7 @@ async fn harness(options: Options) -> Harness {
         store.add_site(&update, domain, clock.now()).await.unwrap();
         if ws == workspace {
             store
-                .set_blocked_ips(&update, &["198.51.100.0/24".parse().unwrap()])
+                .set_blocked_ips(&update, &["198.51.100.0/24".parse().unwrap()], clock.now())
                 .await
                 .unwrap();
         }

@@ -9,6 +9,7 @@
 //! key).
 
 use async_trait::async_trait;
+use leadmaps_core::audit::drafts;
 use leadmaps_core::auth::keys::{ApiKeyRecord, ApiKeyStore};
 use leadmaps_core::auth::staff::{StaffMember, StaffStore};
 use leadmaps_core::auth::users::{User, UserStore};
@@ -141,10 +142,30 @@ impl UserStore for PostgresStore {
         row.as_ref().map(user_from).transpose()
     }
 
-    async fn set_membership(&self, scope: &Scope, user: UserId, role: Role) -> Result<()> {
+    async fn set_membership(
+        &self,
+        scope: &Scope,
+        user: UserId,
+        role: Role,
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::MemberManage)?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.workspace(), false).await?;
+        // The role being replaced, locked, for the record's "before".
+        let current = tx
+            .prepare_cached(
+                "SELECT role FROM leadmaps.memberships WHERE workspace_id = $1 AND user_id = $2
+                 FOR UPDATE",
+            )
+            .await
+            .map_err(pg)?;
+        let before = tx
+            .query_opt(&current, &[&id(scope.workspace()), user.as_uuid()])
+            .await
+            .map_err(pg)?
+            .map(|row| role_from(&row.try_get::<_, String>(0).map_err(pg)?))
+            .transpose()?;
         // The user's existence is checked by the statement that writes the membership (and the
         // foreign key holds it): no row means no such user.
         let upsert = tx
@@ -172,6 +193,8 @@ impl UserStore for PostgresStore {
         if written.is_none() {
             return Err(Error::NotFound);
         }
+        let draft = drafts::member_role_changed(scope, user, before, role);
+        crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
         tx.commit().await.map_err(pg)
     }
 
@@ -273,6 +296,8 @@ impl ApiKeyStore for PostgresStore {
         )
         .await
         .map_err(|e| pg_conflict(e, "API key id exists"))?;
+        let draft = drafts::api_key_created(scope, key);
+        crate::audit::append_in(&tx, scope.workspace(), draft, key.created_at).await?;
         tx.commit().await.map_err(pg)
     }
 
@@ -312,6 +337,10 @@ impl ApiKeyStore for PostgresStore {
             .execute(&update, &[&id(scope.workspace()), key.as_uuid(), &at])
             .await
             .map_err(pg)?;
+        if updated == 1 {
+            let draft = drafts::api_key_revoked(scope, key);
+            crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(updated == 1)
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use leadmaps_core::Result;
+use leadmaps_core::audit::drafts;
 use leadmaps_core::store::{SaltDestruction, SaltStore, StoredSalt};
 use leadmaps_core::tenancy::{Action, Scope, WorkspaceId};
 use time::{Date, OffsetDateTime};
@@ -100,12 +101,16 @@ impl SaltStore for PostgresStore {
             .query(&destroy, &[&id(scope.workspace()), &before, &destroyed_at])
             .await
             .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
         let mut days = rows
             .iter()
             .map(|row| row.try_get(0).map_err(pg))
             .collect::<Result<Vec<Date>>>()?;
         days.sort();
+        if !days.is_empty() {
+            let draft = drafts::salts_destroyed(scope, &days);
+            crate::audit::append_in(&tx, scope.workspace(), draft, destroyed_at).await?;
+        }
+        tx.commit().await.map_err(pg)?;
         Ok(days)
     }
 

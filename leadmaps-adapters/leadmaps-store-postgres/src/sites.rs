@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
+use leadmaps_core::audit::drafts;
 use leadmaps_core::store::{Site, SiteRoute, SiteStore, normalize_domain};
 use leadmaps_core::tenancy::{Action, Region, Scope, WorkspaceId};
 use leadmaps_core::{Error, Result};
@@ -53,6 +54,8 @@ impl SiteStore for PostgresStore {
             domain,
             created_at: row.try_get(0).map_err(pg)?,
         };
+        let draft = drafts::site_added(scope, &site.domain);
+        crate::audit::append_in(&tx, scope.workspace(), draft, created_at).await?;
         tx.commit().await.map_err(pg)?;
         Ok(site)
     }
@@ -70,24 +73,42 @@ impl SiteStore for PostgresStore {
             .collect()
     }
 
-    async fn set_blocked_ips(&self, scope: &Scope, ranges: &[IpNet]) -> Result<()> {
+    async fn set_blocked_ips(
+        &self,
+        scope: &Scope,
+        ranges: &[IpNet],
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::WorkspaceUpdate)?;
-        let ranges: Vec<String> = ranges.iter().map(IpNet::to_string).collect();
+        let text: Vec<String> = ranges.iter().map(IpNet::to_string).collect();
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.workspace(), false).await?;
+        // The old ranges under a row lock, for the record's "before".
+        let current = tx
+            .prepare_cached(
+                "SELECT blocked_ips FROM leadmaps.workspaces WHERE workspace_id = $1 FOR UPDATE",
+            )
+            .await
+            .map_err(pg)?;
+        let before = ranges_from_text(
+            tx.query_opt(&current, &[&id(scope.workspace())])
+                .await
+                .map_err(pg)?
+                .ok_or(Error::NotFound)?
+                .try_get(0)
+                .map_err(pg)?,
+        )?;
         let update = tx
             .prepare_cached(
                 "UPDATE leadmaps.workspaces SET blocked_ips = $2 WHERE workspace_id = $1",
             )
             .await
             .map_err(pg)?;
-        let updated = tx
-            .execute(&update, &[&id(scope.workspace()), &ranges])
+        tx.execute(&update, &[&id(scope.workspace()), &text])
             .await
             .map_err(pg)?;
-        if updated == 0 {
-            return Err(Error::NotFound);
-        }
+        let draft = drafts::blocked_ips_updated(scope, &before, ranges);
+        crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
         tx.commit().await.map_err(pg)
     }
 

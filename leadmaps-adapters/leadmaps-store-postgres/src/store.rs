@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
-use leadmaps_core::audit::AuditRecord;
+use leadmaps_core::audit::{AuditRecord, drafts};
 use leadmaps_core::crypto::Purpose;
 use leadmaps_core::policy::IpAllowlist;
 use leadmaps_core::store::{
@@ -271,6 +271,8 @@ impl WorkspaceStore for PostgresStore {
             .await
             .map_err(|e| pg_conflict(e, "workspace exists"))?;
         let workspace = workspace_from_row(&row)?;
+        let draft = drafts::workspace_created(scope, name, region);
+        crate::audit::append_in(&tx, scope.workspace(), draft, created_at).await?;
         tx.commit().await.map_err(pg)?;
         Ok(workspace)
     }
@@ -290,11 +292,30 @@ impl WorkspaceStore for PostgresStore {
         workspace_from_row(&row.ok_or(Error::NotFound)?)
     }
 
-    async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace> {
+    async fn rename_workspace(
+        &self,
+        scope: &Scope,
+        name: &str,
+        at: OffsetDateTime,
+    ) -> Result<Workspace> {
         scope.require(Action::WorkspaceUpdate)?;
         validate_workspace_name(name)?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.workspace(), false).await?;
+        // The old name under a row lock, so the record's "before" is the name replaced.
+        let current = tx
+            .prepare_cached(
+                "SELECT name FROM leadmaps.workspaces WHERE workspace_id = $1 FOR UPDATE",
+            )
+            .await
+            .map_err(pg)?;
+        let old: String = tx
+            .query_opt(&current, &[&id(scope.workspace())])
+            .await
+            .map_err(pg)?
+            .ok_or(Error::NotFound)?
+            .try_get(0)
+            .map_err(pg)?;
         let update = tx
             .prepare_cached(&format!(
                 "UPDATE leadmaps.workspaces SET name = $2 WHERE workspace_id = $1
@@ -305,8 +326,11 @@ impl WorkspaceStore for PostgresStore {
         let row = tx
             .query_opt(&update, &[&id(scope.workspace()), &name])
             .await
-            .map_err(pg)?;
-        let workspace = workspace_from_row(&row.ok_or(Error::NotFound)?)?;
+            .map_err(pg)?
+            .ok_or(Error::NotFound)?;
+        let workspace = workspace_from_row(&row)?;
+        let draft = drafts::workspace_renamed(scope, &old, name);
+        crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
         tx.commit().await.map_err(pg)?;
         Ok(workspace)
     }
@@ -391,7 +415,12 @@ impl WorkspaceStore for PostgresStore {
 
 #[async_trait]
 impl SecretStore for PostgresStore {
-    async fn put_secret(&self, scope: &Scope, secret: &StoredSecret) -> Result<()> {
+    async fn put_secret(
+        &self,
+        scope: &Scope,
+        secret: &StoredSecret,
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::SecretWrite)?;
         validate_secret_name(&secret.name)?;
         if secret.blob.len() > MAX_SECRET_BLOB {
@@ -417,6 +446,8 @@ impl SecretStore for PostgresStore {
         )
         .await
         .map_err(pg)?;
+        let draft = drafts::secret_written(scope, &secret.name);
+        crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
         tx.commit().await.map_err(pg)
     }
 
@@ -435,7 +466,7 @@ impl SecretStore for PostgresStore {
         .transpose()
     }
 
-    async fn delete_secret(&self, scope: &Scope, name: &str) -> Result<bool> {
+    async fn delete_secret(&self, scope: &Scope, name: &str, at: OffsetDateTime) -> Result<bool> {
         scope.require(Action::SecretWrite)?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.workspace(), false).await?;
@@ -447,6 +478,10 @@ impl SecretStore for PostgresStore {
             .execute(&delete, &[&id(scope.workspace()), &name])
             .await
             .map_err(pg)?;
+        if deleted > 0 {
+            let draft = drafts::secret_deleted(scope, name);
+            crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(deleted > 0)
     }
@@ -523,6 +558,7 @@ impl KeyStore for PostgresStore {
         from_kek: u32,
         to_kek: u32,
         blob: &[u8],
+        at: OffsetDateTime,
     ) -> Result<bool> {
         scope.require(Action::KeyManage)?;
         let mut client = self.client().await?;
@@ -547,11 +583,15 @@ impl KeyStore for PostgresStore {
             )
             .await
             .map_err(pg)?;
+        if updated == 1 {
+            let draft = drafts::tenant_key_rewrapped(scope, version, from_kek, to_kek);
+            crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
+        }
         tx.commit().await.map_err(pg)?;
         Ok(updated == 1)
     }
 
-    async fn delete_tenant_keys(&self, scope: &Scope) -> Result<u64> {
+    async fn delete_tenant_keys(&self, scope: &Scope, at: OffsetDateTime) -> Result<u64> {
         scope.require(Action::KeyManage)?;
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.workspace(), false).await?;
@@ -563,6 +603,8 @@ impl KeyStore for PostgresStore {
             .execute(&delete, &[&id(scope.workspace())])
             .await
             .map_err(pg)?;
+        let draft = drafts::tenant_keys_destroyed(scope, deleted);
+        crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
         tx.commit().await.map_err(pg)?;
         Ok(deleted)
     }

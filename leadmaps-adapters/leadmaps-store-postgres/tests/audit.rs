@@ -33,6 +33,23 @@ fn tenants() -> Tenants {
     Tenants::new(datetime!(2026-03-01 09:00 UTC))
 }
 
+/// A workspace row put in directly, so its log holds exactly the records a test appends, from
+/// seq 1 (through the store, `workspace.created` would be seq 1; the conformance suite checks
+/// that).
+async fn bare_workspace(db: &Db) -> WorkspaceId {
+    let ws = WorkspaceId::new();
+    db.superuser()
+        .await
+        .execute(
+            "INSERT INTO leadmaps.workspaces (workspace_id, name, region, created_at)
+             VALUES ($1, 'test workspace', 'eu', now())",
+            &[ws.as_uuid()],
+        )
+        .await
+        .unwrap();
+    ws
+}
+
 async fn store(db: &Db, pool: usize) -> PostgresStore {
     PostgresStore::connect(&db.store_config().with_pool_size(pool))
         .await
@@ -180,7 +197,7 @@ async fn nobody_changes_or_removes_audit_rows_through_sql() {
         .with_db(|db| async move {
             let store = store(&db, 2).await;
             let t = tenants();
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let records = log(&store, &t, ws, 3).await;
             checkpoint(&store, &t, ws, records[2].head()).await;
 
@@ -256,7 +273,7 @@ async fn every_value_round_trips_exactly() {
         .with_db(|db| async move {
             let store = store(&db, 2).await;
             let t = tenants();
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let scope = t.admin(ws, Action::WorkspaceUpdate);
             // Sub-microsecond parts are dropped by sealing.
             t.clock.advance(Duration::nanoseconds(987_654_321));
@@ -330,10 +347,7 @@ async fn concurrent_appends_from_many_connections_get_consecutive_seqs() {
         .with_db(|db| async move {
             let stores = [Arc::new(store(&db, 6).await), Arc::new(store(&db, 6).await)];
             let t = Arc::new(tenants());
-            let (a, b) = (
-                t.workspace(stores[0].as_ref()).await,
-                t.workspace(stores[0].as_ref()).await,
-            );
+            let (a, b) = (bare_workspace(&db).await, bare_workspace(&db).await);
             let (scope_a, scope_b) = (
                 t.admin(a, Action::WorkspaceUpdate),
                 t.admin(b, Action::WorkspaceUpdate),
@@ -423,7 +437,7 @@ async fn tampering_past_the_triggers_is_named_by_the_verifier() {
                 ("request_id", "NULL"),
                 ("prev_hash", "decode(repeat('11', 32), 'hex')"),
             ] {
-                let ws = t.workspace(&store).await;
+                let ws = bare_workspace(&db).await;
                 let records = log(&store, &t, ws, 5).await;
                 tamper(
                     &db,
@@ -434,7 +448,7 @@ async fn tampering_past_the_triggers_is_named_by_the_verifier() {
             }
 
             // The same value in other JSON text is no edit: values are what the hash covers.
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             log(&store, &t, ws, 3).await;
             tamper(
                 &db,
@@ -444,7 +458,7 @@ async fn tampering_past_the_triggers_is_named_by_the_verifier() {
             assert_eq!(problem(&store, &t, ws).await, None);
 
             // A deleted record.
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let records = log(&store, &t, ws, 5).await;
             tamper(&db, &format!("DELETE FROM leadmaps.audit_records WHERE workspace_id = '{ws}' AND seq = 3")).await;
             assert_problem(problem(&store, &t, ws).await, ProblemKind::DeletedRecords, 3, Some(records[3].id));
@@ -458,13 +472,13 @@ async fn tampering_past_the_triggers_is_named_by_the_verifier() {
                      UPDATE leadmaps.audit_records SET seq = 3 WHERE workspace_id = '{ws}' AND seq = 1000;"
                 )
             };
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let records = log(&store, &t, ws, 5).await;
             tamper(&db, &swap(ws)).await;
             assert_problem(problem(&store, &t, ws).await, ProblemKind::EditedRecord, 2, Some(records[2].id));
             // ... and a swap with both records rehashed (the chain hash is keyless) breaks the
             // chain: the record now at seq 2 does not follow seq 1.
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let records = log(&store, &t, ws, 5).await;
             let mut rehashed = String::new();
             for (record, seq) in [(&records[1], 3u64), (&records[2], 2)] {
@@ -480,7 +494,7 @@ async fn tampering_past_the_triggers_is_named_by_the_verifier() {
             assert_problem(problem(&store, &t, ws).await, ProblemKind::Fork, 2, Some(records[2].id));
 
             // The tail dropped after a checkpoint: the checkpoint names a seq beyond the end ...
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let records = log(&store, &t, ws, 5).await;
             checkpoint(&store, &t, ws, records[4].head()).await;
             assert_eq!(problem(&store, &t, ws).await, None);
@@ -491,7 +505,7 @@ async fn tampering_past_the_triggers_is_named_by_the_verifier() {
             assert_problem(problem(&store, &t, ws).await, ProblemKind::CheckpointMismatch, 5, None);
 
             // A fork: record 3 replaced by a different record, validly sealed after record 2.
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let records = log(&store, &t, ws, 5).await;
             let scope = t.admin(ws, Action::WorkspaceUpdate);
             let forged = seal_after(
@@ -510,7 +524,7 @@ async fn tampering_past_the_triggers_is_named_by_the_verifier() {
             assert_problem(problem(&store, &t, ws).await, ProblemKind::Fork, 4, Some(records[3].id));
 
             // Replacing the head leaves nothing after it to disagree: only a checkpoint tells.
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let records = log(&store, &t, ws, 3).await;
             checkpoint(&store, &t, ws, records[2].head()).await;
             let scope = t.admin(ws, Action::WorkspaceUpdate);
@@ -521,7 +535,7 @@ async fn tampering_past_the_triggers_is_named_by_the_verifier() {
             assert_problem(problem(&store, &t, ws).await, ProblemKind::CheckpointMismatch, 3, None);
 
             // A checkpoint moved forward without the key.
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let records = log(&store, &t, ws, 3).await;
             checkpoint(&store, &t, ws, records[1].head()).await;
             tamper(
@@ -557,7 +571,7 @@ async fn what_cannot_be_stored_exactly_is_refused() {
         .with_db(|db| async move {
             let store = store(&db, 2).await;
             let t = tenants();
-            let ws = t.workspace(&store).await;
+            let ws = bare_workspace(&db).await;
             let read = t.admin(ws, Action::AuditRead);
 
             let mut last = log(&store, &t, ws, 1).await.remove(0);

@@ -7,7 +7,6 @@ mod common;
 use std::sync::Arc;
 
 use leadmaps_core::ErrorKind;
-use leadmaps_core::auth::IdentityStore;
 use leadmaps_core::auth::keys::{ApiKeyRecord, ApiKeyStore, ApiKeys};
 use leadmaps_core::auth::staff::{StaffMember, StaffStore};
 use leadmaps_core::auth::tokens::{TokenDigest, TokenHasher};
@@ -80,7 +79,7 @@ async fn postgres_store_passes_the_identity_conformance_suite() {
     common::run_on_fresh_databases(
         &server,
         leadmaps_core::conformance::IDENTITY_CHECKS,
-        |store| Arc::new(store) as Arc<dyn IdentityStore>,
+        |store| Arc::new(store) as Arc<dyn leadmaps_core::store::Store>,
     )
     .await;
 }
@@ -338,19 +337,19 @@ async fn users_and_memberships_keep_to_their_own() {
 
             let (a, b, c) = (WorkspaceId::new(), WorkspaceId::new(), WorkspaceId::new());
             store
-                .set_membership(&manage(&t, a), alice.id, Role::Admin)
+                .set_membership(&manage(&t, a), alice.id, Role::Admin, t.clock.now())
                 .await
                 .unwrap();
             store
-                .set_membership(&manage(&t, b), alice.id, Role::Viewer)
+                .set_membership(&manage(&t, b), alice.id, Role::Viewer, t.clock.now())
                 .await
                 .unwrap();
             store
-                .set_membership(&manage(&t, b), bob.id, Role::Editor)
+                .set_membership(&manage(&t, b), bob.id, Role::Editor, t.clock.now())
                 .await
                 .unwrap();
             store
-                .set_membership(&manage(&t, b), alice.id, Role::Editor)
+                .set_membership(&manage(&t, b), alice.id, Role::Editor, t.clock.now())
                 .await
                 .unwrap();
             // None of these workspaces has a row: their memberships carry no policy.
@@ -366,14 +365,14 @@ async fn users_and_memberships_keep_to_their_own() {
                 [membership(b, Role::Editor)]
             );
             let error = store
-                .set_membership(&manage(&t, c), UserId::new(), Role::Viewer)
+                .set_membership(&manage(&t, c), UserId::new(), Role::Viewer, t.clock.now())
                 .await
                 .unwrap_err();
             assert_eq!(error.kind(), ErrorKind::NotFound);
             let read = t.admin(c, Action::WorkspaceRead);
             assert_eq!(
                 store
-                    .set_membership(&read, bob.id, Role::Admin)
+                    .set_membership(&read, bob.id, Role::Admin, t.clock.now())
                     .await
                     .unwrap_err()
                     .kind(),
@@ -411,8 +410,8 @@ async fn the_app_role_reaches_identity_rows_only_as_the_methods_do() {
             };
             store.create_user(&alice).await.unwrap();
             store.create_user(&bob).await.unwrap();
-            store.set_membership(&manage(&t, a), alice.id, Role::Admin).await.unwrap();
-            store.set_membership(&manage(&t, b), bob.id, Role::Viewer).await.unwrap();
+            store.set_membership(&manage(&t, a), alice.id, Role::Admin, t.clock.now()).await.unwrap();
+            store.set_membership(&manage(&t, b), bob.id, Role::Viewer, t.clock.now()).await.unwrap();
             let (ka, kb) = (
                 key_record(a, "a", &[Action::EventRead]),
                 key_record(b, "b", &[Action::EventRead]),

@@ -23,6 +23,36 @@ use crate::codec::{corrupt, get_id, get_micros, get_text, id_bytes, unix_micros}
 use crate::error::{classify, db};
 use crate::sql;
 
+impl SqliteStore {
+    /// Log, then act: runs `change` in one IMMEDIATE transaction and appends the record it
+    /// returns (none when it changed nothing) before committing, so the change and its record
+    /// commit together or not at all.
+    pub(crate) async fn logged<T, F>(
+        &self,
+        workspace: WorkspaceId,
+        at: OffsetDateTime,
+        change: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<(T, Option<AuditDraft>)> + Send + 'static,
+    {
+        self.conn
+            .run(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(db)?;
+                let (value, draft) = change(&tx)?;
+                if let Some(draft) = draft {
+                    append_in(&tx, workspace, draft, at)?;
+                }
+                tx.commit().map_err(db)?;
+                Ok(value)
+            })
+            .await
+    }
+}
+
 /// A seq or checkpoint seq as an INTEGER.
 fn seq_integer(seq: u64) -> Result<i64> {
     i64::try_from(seq).map_err(|_| Error::invalid("audit seq beyond the stored range"))

@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use leadmaps_core::Result;
+use leadmaps_core::audit::drafts;
 use leadmaps_core::auth::keys::{ApiKeyRecord, ApiKeyStore};
 use leadmaps_core::auth::staff::{StaffMember, StaffStore};
 use leadmaps_core::auth::users::{User, UserStore};
@@ -139,19 +140,32 @@ impl UserStore for SqliteStore {
             .await
     }
 
-    async fn set_membership(&self, scope: &Scope, user: UserId, role: Role) -> Result<()> {
+    async fn set_membership(
+        &self,
+        scope: &Scope,
+        user: UserId,
+        role: Role,
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::MemberManage)?;
-        let (workspace, user) = (id_bytes(scope.workspace()), uuid_bytes(user.as_uuid()));
-        self.conn
-            .run(move |conn| {
-                let mut upsert = conn.prepare_cached(sql::UPSERT_MEMBERSHIP).map_err(db)?;
-                // A missing user fails the foreign key to `users`: NotFound.
-                upsert
-                    .execute(params![workspace, user, role_name(role)])
-                    .map_err(db)?;
-                Ok(())
-            })
-            .await
+        let (workspace, user_id) = (id_bytes(scope.workspace()), uuid_bytes(user.as_uuid()));
+        let scope = scope.clone();
+        self.logged(scope.workspace(), at, move |tx| {
+            let before = tx
+                .prepare_cached(sql::SELECT_MEMBER_ROLE)
+                .map_err(db)?
+                .query_row(params![workspace, user_id], |row| get_role(row, 0))
+                .optional()
+                .map_err(db)?;
+            let mut upsert = tx.prepare_cached(sql::UPSERT_MEMBERSHIP).map_err(db)?;
+            // A missing user fails the foreign key to `users`: NotFound.
+            upsert
+                .execute(params![workspace, user_id, role_name(role)])
+                .map_err(db)?;
+            let draft = drafts::member_role_changed(&scope, user, before, role);
+            Ok(((), Some(draft)))
+        })
+        .await
     }
 
     async fn memberships(&self, user: UserId) -> Result<Vec<Membership>> {
@@ -224,27 +238,27 @@ impl ApiKeyStore for SqliteStore {
         let created_at = unix_nanos(key.created_at)?;
         let last_used_at = opt_nanos(key.last_used_at)?;
         let revoked_at = opt_nanos(key.revoked_at)?;
+        let draft = drafts::api_key_created(scope, key);
         let key = key.clone();
-        self.conn
-            .run(move |conn| {
-                let mut insert = conn.prepare_cached(sql::INSERT_API_KEY).map_err(db)?;
-                insert
-                    .execute(params![
-                        workspace,
-                        id,
-                        key.name,
-                        actions,
-                        key.digest.key_id,
-                        key.digest.mac,
-                        key.sealed,
-                        created_at,
-                        last_used_at,
-                        revoked_at
-                    ])
-                    .map_err(|e| classify(e, "API key id exists"))?;
-                Ok(())
-            })
-            .await
+        self.logged(scope.workspace(), key.created_at, move |tx| {
+            let mut insert = tx.prepare_cached(sql::INSERT_API_KEY).map_err(db)?;
+            insert
+                .execute(params![
+                    workspace,
+                    id,
+                    key.name,
+                    actions,
+                    key.digest.key_id,
+                    key.digest.mac,
+                    key.sealed,
+                    created_at,
+                    last_used_at,
+                    revoked_at
+                ])
+                .map_err(|e| classify(e, "API key id exists"))?;
+            Ok(((), Some(draft)))
+        })
+        .await
     }
 
     async fn api_keys(&self, scope: &Scope) -> Result<Vec<ApiKeyRecord>> {
@@ -269,14 +283,15 @@ impl ApiKeyStore for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<bool> {
         scope.require(Action::MemberManage)?;
+        let draft = drafts::api_key_revoked(scope, id);
         let (workspace, id) = (id_bytes(scope.workspace()), uuid_bytes(id.as_uuid()));
-        let at = unix_nanos(at)?;
-        self.conn
-            .run(move |conn| {
-                let mut revoke = conn.prepare_cached(sql::REVOKE_API_KEY).map_err(db)?;
-                Ok(revoke.execute(params![workspace, id, at]).map_err(db)? == 1)
-            })
-            .await
+        let nanos = unix_nanos(at)?;
+        self.logged(scope.workspace(), at, move |tx| {
+            let mut revoke = tx.prepare_cached(sql::REVOKE_API_KEY).map_err(db)?;
+            let revoked = revoke.execute(params![workspace, id, nanos]).map_err(db)? == 1;
+            Ok((revoked, revoked.then_some(draft)))
+        })
+        .await
     }
 
     async fn api_key_for_auth(&self, id: ApiKeyId) -> Result<Option<ApiKeyRecord>> {

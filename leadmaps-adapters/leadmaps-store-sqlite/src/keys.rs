@@ -1,10 +1,12 @@
 //! [`KeyStore`] on the `tenant_keys` and `key_checks` tables.
 
 use async_trait::async_trait;
+use leadmaps_core::audit::drafts;
 use leadmaps_core::store::{KeyStore, WrappedTenantKey};
 use leadmaps_core::tenancy::{Action, Denied, Scope, WorkspaceId};
 use leadmaps_core::{Error, Result};
 use rusqlite::{OptionalExtension, params};
+use time::OffsetDateTime;
 
 use crate::SqliteStore;
 use crate::codec::{get_id, get_time, id_bytes, unix_nanos};
@@ -59,41 +61,52 @@ impl KeyStore for SqliteStore {
         from_kek: u32,
         to_kek: u32,
         blob: &[u8],
+        at: OffsetDateTime,
     ) -> Result<bool> {
         scope.require(Action::KeyManage)?;
         let (id, blob) = (id_bytes(scope.workspace()), blob.to_vec());
-        self.conn
-            .run(move |conn| {
-                // One conditional UPDATE is the compare-and-swap: SQLite runs each statement
-                // atomically, so no other writer can slip between the check and the write.
-                let mut rewrap = conn.prepare_cached(sql::REWRAP_TENANT_KEY).map_err(db)?;
-                Ok(rewrap
-                    .execute(params![id, version, from_kek, to_kek, blob])
-                    .map_err(db)?
-                    == 1)
-            })
-            .await
+        let draft = drafts::tenant_key_rewrapped(scope, version, from_kek, to_kek);
+        self.logged(scope.workspace(), at, move |tx| {
+            // One conditional UPDATE is the compare-and-swap: the transaction holds the write
+            // lock, so no other writer can slip between the check and the write.
+            let mut rewrap = tx.prepare_cached(sql::REWRAP_TENANT_KEY).map_err(db)?;
+            let swapped = rewrap
+                .execute(params![id, version, from_kek, to_kek, blob])
+                .map_err(db)?
+                == 1;
+            Ok((swapped, swapped.then_some(draft)))
+        })
+        .await
     }
 
-    async fn delete_tenant_keys(&self, scope: &Scope) -> Result<u64> {
+    async fn delete_tenant_keys(&self, scope: &Scope, at: OffsetDateTime) -> Result<u64> {
         scope.require(Action::KeyManage)?;
-        let id = id_bytes(scope.workspace());
-        let checkpoints = self.conn.checkpoints();
-        self.conn
-            .run(move |conn| {
-                let mut delete = conn.prepare_cached(sql::DELETE_TENANT_KEYS).map_err(db)?;
+        let (id, scope) = (id_bytes(scope.workspace()), scope.clone());
+        let deleted = self
+            .logged(scope.workspace(), at, move |tx| {
+                let mut delete = tx.prepare_cached(sql::DELETE_TENANT_KEYS).map_err(db)?;
                 let deleted = delete.execute([id]).map_err(db)? as u64;
-                if deleted > 0 {
-                    // secure_delete zeroed the pages, but in WAL mode the earlier page images
-                    // (holding the sealed keys) stay in the -wal file until a checkpoint. Copy
-                    // the zeroed pages home and truncate the WAL now, so shredding reaches the
-                    // disk. Best effort: the delete has committed either way, and a reader in
-                    // another process can only postpone it to the next checkpoint.
-                    checkpoints.truncate(conn);
-                }
-                Ok(deleted)
+                Ok((
+                    deleted,
+                    Some(drafts::tenant_keys_destroyed(&scope, deleted)),
+                ))
             })
-            .await
+            .await?;
+        if deleted > 0 {
+            // secure_delete zeroed the pages, but in WAL mode the earlier page images (holding
+            // the sealed keys) stay in the -wal file until a checkpoint. Copy the zeroed pages
+            // home and truncate the WAL now, so shredding reaches the disk. Best effort: the
+            // delete has committed either way, and a reader in another process can only
+            // postpone it to the next checkpoint.
+            let checkpoints = self.conn.checkpoints();
+            self.conn
+                .run(move |conn| {
+                    checkpoints.truncate(conn);
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(deleted)
     }
 
     async fn workspaces_needing_rewrap(

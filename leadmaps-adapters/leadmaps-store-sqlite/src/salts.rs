@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use leadmaps_core::Result;
+use leadmaps_core::audit::drafts;
 use leadmaps_core::store::{SaltDestruction, SaltStore, StoredSalt};
 use leadmaps_core::tenancy::{Action, Scope, WorkspaceId};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -99,6 +100,7 @@ impl SaltStore for SqliteStore {
             unix_nanos(destroyed_at)?,
         );
         let checkpoints = self.conn.checkpoints();
+        let scope = scope.clone();
         self.conn
             .run(move |conn| {
                 let tx = conn
@@ -121,6 +123,14 @@ impl SaltStore for SqliteStore {
                             .execute(params![id, day_number(*day), at])
                             .map_err(db)?;
                     }
+                }
+                if !days.is_empty() {
+                    crate::audit::append_in(
+                        &tx,
+                        scope.workspace(),
+                        drafts::salts_destroyed(&scope, &days),
+                        destroyed_at,
+                    )?;
                 }
                 tx.commit().map_err(db)?;
                 if !days.is_empty() {

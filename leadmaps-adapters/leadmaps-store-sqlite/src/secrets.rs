@@ -1,12 +1,14 @@
 //! [`SecretStore`] on the `secrets` table.
 
 use async_trait::async_trait;
+use leadmaps_core::audit::drafts;
 use leadmaps_core::store::{
     MAX_SECRET_BLOB, SecretStore, StoredSecret, require_secret_read, validate_secret_name,
 };
 use leadmaps_core::tenancy::{Action, Scope};
 use leadmaps_core::{Error, Result};
 use rusqlite::{OptionalExtension, params};
+use time::OffsetDateTime;
 
 use crate::SqliteStore;
 use crate::codec::{get_purpose, id_bytes};
@@ -15,28 +17,33 @@ use crate::sql;
 
 #[async_trait]
 impl SecretStore for SqliteStore {
-    async fn put_secret(&self, scope: &Scope, secret: &StoredSecret) -> Result<()> {
+    async fn put_secret(
+        &self,
+        scope: &Scope,
+        secret: &StoredSecret,
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::SecretWrite)?;
         validate_secret_name(&secret.name)?;
         if secret.blob.len() > MAX_SECRET_BLOB {
             return Err(Error::invalid("sealed secret too large"));
         }
         let id = id_bytes(scope.workspace());
+        let draft = drafts::secret_written(scope, &secret.name);
         let secret = secret.clone();
-        self.conn
-            .run(move |conn| {
-                let mut upsert = conn.prepare_cached(sql::UPSERT_SECRET).map_err(db)?;
-                upsert
-                    .execute(params![
-                        id,
-                        secret.name,
-                        secret.purpose.as_str(),
-                        secret.blob
-                    ])
-                    .map_err(db)?;
-                Ok(())
-            })
-            .await
+        self.logged(scope.workspace(), at, move |tx| {
+            let mut upsert = tx.prepare_cached(sql::UPSERT_SECRET).map_err(db)?;
+            upsert
+                .execute(params![
+                    id,
+                    secret.name,
+                    secret.purpose.as_str(),
+                    secret.blob
+                ])
+                .map_err(db)?;
+            Ok(((), Some(draft)))
+        })
+        .await
     }
 
     async fn secret(&self, scope: &Scope, name: &str) -> Result<Option<StoredSecret>> {
@@ -59,15 +66,19 @@ impl SecretStore for SqliteStore {
             .await
     }
 
-    async fn delete_secret(&self, scope: &Scope, name: &str) -> Result<bool> {
+    async fn delete_secret(&self, scope: &Scope, name: &str, at: OffsetDateTime) -> Result<bool> {
         scope.require(Action::SecretWrite)?;
-        let (id, name) = (id_bytes(scope.workspace()), name.to_owned());
-        self.conn
-            .run(move |conn| {
-                let mut delete = conn.prepare_cached(sql::DELETE_SECRET).map_err(db)?;
-                Ok(delete.execute(params![id, name]).map_err(db)? > 0)
-            })
-            .await
+        let (id, draft) = (
+            id_bytes(scope.workspace()),
+            drafts::secret_deleted(scope, name),
+        );
+        let name = name.to_owned();
+        self.logged(scope.workspace(), at, move |tx| {
+            let mut delete = tx.prepare_cached(sql::DELETE_SECRET).map_err(db)?;
+            let deleted = delete.execute(params![id, name]).map_err(db)? > 0;
+            Ok((deleted, deleted.then_some(draft)))
+        })
+        .await
     }
 
     async fn secret_names(&self, scope: &Scope) -> Result<Vec<String>> {

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use ipnet::IpNet;
 use leadmaps_core::Result;
+use leadmaps_core::audit::drafts;
 use leadmaps_core::store::{Site, SiteRoute, SiteStore, normalize_domain};
 use leadmaps_core::tenancy::{Action, Scope};
 use rusqlite::types::Type;
@@ -65,16 +66,17 @@ impl SiteStore for SqliteStore {
         };
         let nanos = unix_nanos(created_at)?;
         let (id, domain) = (id_bytes(site.workspace), site.domain.clone());
-        self.conn
-            .run(move |conn| {
-                let mut insert = conn.prepare_cached(sql::INSERT_SITE).map_err(db)?;
-                // The domain is the key: any workspace holding it is a conflict. A workspace
-                // that does not exist fails the foreign key: not found.
-                insert
-                    .execute(params![id, domain, nanos])
-                    .map_err(|e| classify(e, "domain belongs to a site already"))
-            })
-            .await?;
+        let draft = drafts::site_added(scope, &domain);
+        self.logged(site.workspace, created_at, move |tx| {
+            let mut insert = tx.prepare_cached(sql::INSERT_SITE).map_err(db)?;
+            // The domain is the key: any workspace holding it is a conflict. A workspace that
+            // does not exist fails the foreign key: not found.
+            insert
+                .execute(params![id, domain, nanos])
+                .map_err(|e| classify(e, "domain belongs to a site already"))?;
+            Ok(((), Some(draft)))
+        })
+        .await?;
         Ok(site)
     }
 
@@ -89,18 +91,31 @@ impl SiteStore for SqliteStore {
             .await
     }
 
-    async fn set_blocked_ips(&self, scope: &Scope, ranges: &[IpNet]) -> Result<()> {
+    async fn set_blocked_ips(
+        &self,
+        scope: &Scope,
+        ranges: &[IpNet],
+        at: OffsetDateTime,
+    ) -> Result<()> {
         scope.require(Action::WorkspaceUpdate)?;
-        let (id, ranges) = (id_bytes(scope.workspace()), ranges_text(ranges));
-        self.conn
-            .run(move |conn| {
-                // One upsert: the foreign key refuses a workspace that does not exist, even
-                // when the list is empty.
-                let mut upsert = conn.prepare_cached(sql::UPSERT_BLOCKED_IPS).map_err(db)?;
-                upsert.execute(params![id, ranges]).map_err(db)?;
-                Ok(())
-            })
-            .await
+        let (id, text) = (id_bytes(scope.workspace()), ranges_text(ranges));
+        let (scope, ranges) = (scope.clone(), ranges.to_vec());
+        self.logged(scope.workspace(), at, move |tx| {
+            let before = tx
+                .prepare_cached(sql::SELECT_BLOCKED_IPS)
+                .map_err(db)?
+                .query_row([&id], |row| get_ranges(row, 0))
+                .optional()
+                .map_err(db)?
+                .unwrap_or_default();
+            // One upsert: the foreign key refuses a workspace that does not exist, even when
+            // the list is empty.
+            let mut upsert = tx.prepare_cached(sql::UPSERT_BLOCKED_IPS).map_err(db)?;
+            upsert.execute(params![id, text]).map_err(db)?;
+            let draft = drafts::blocked_ips_updated(&scope, &before, &ranges);
+            Ok(((), Some(draft)))
+        })
+        .await
     }
 
     async fn site_route(&self, domain: &str) -> Result<Option<SiteRoute>> {

@@ -83,6 +83,9 @@ pub(crate) const INSERT_SITE: &str =
 /// A workspace's sites, by domain (byte order, as Rust sorts `String`s).
 pub(crate) const SELECT_SITES: &str = "SELECT workspace_id, domain, created_at FROM sites \
      WHERE workspace_id = ?1 ORDER BY domain COLLATE BINARY";
+/// A workspace's blocked ranges (for the audit record's "before").
+pub(crate) const SELECT_BLOCKED_IPS: &str =
+    "SELECT ranges FROM blocked_ips WHERE workspace_id = ?1";
 /// Replaces a workspace's blocked address ranges.
 pub(crate) const UPSERT_BLOCKED_IPS: &str = "INSERT INTO blocked_ips (workspace_id, ranges) VALUES (?1, ?2) \
      ON CONFLICT (workspace_id) DO UPDATE SET ranges = excluded.ranges";
@@ -235,6 +238,9 @@ pub(crate) const SELECT_USER_BY_EMAIL: &str =
 /// A user by id.
 pub(crate) const SELECT_USER: &str =
     "SELECT user_id, email, created_at FROM users WHERE user_id = ?1";
+/// A member's role in the workspace (for the audit record's "before").
+pub(crate) const SELECT_MEMBER_ROLE: &str =
+    "SELECT role FROM memberships WHERE workspace_id = ?1 AND user_id = ?2";
 /// Sets a user's role in the scope's workspace; a missing user fails the foreign key.
 pub(crate) const UPSERT_MEMBERSHIP: &str = "INSERT INTO memberships (workspace_id, user_id, role) VALUES (?1, ?2, ?3) \
      ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role";
@@ -318,6 +324,7 @@ pub(crate) const SCOPED: &[&str] = &[
     INSERT_SITE,
     SELECT_SITES,
     UPSERT_BLOCKED_IPS,
+    SELECT_BLOCKED_IPS,
     SELECT_SALT,
     INSERT_SALT,
     DELETE_SALTS_BEFORE,
@@ -330,6 +337,7 @@ pub(crate) const SCOPED: &[&str] = &[
     SELECT_DROP_COUNTS,
     DELETE_EVENTS_BEFORE,
     UPSERT_MEMBERSHIP,
+    SELECT_MEMBER_ROLE,
     INSERT_API_KEY,
     SELECT_API_KEYS,
     REVOKE_API_KEY,

@@ -1,7 +1,7 @@
 //! [`WorkspaceStore`] on the `workspaces` table.
 
 use async_trait::async_trait;
-use leadmaps_core::audit::AuditRecord;
+use leadmaps_core::audit::{AuditRecord, drafts};
 use leadmaps_core::policy::{IpAllowlist, validate_retention_days};
 use leadmaps_core::store::{
     PolicyChange, Workspace, WorkspacePolicy, WorkspaceStore, validate_workspace_name,
@@ -66,14 +66,15 @@ impl WorkspaceStore for SqliteStore {
         };
         let nanos = unix_nanos(created_at)?;
         let (id, name) = (id_bytes(workspace.id), workspace.name.clone());
-        self.conn
-            .run(move |conn| {
-                let mut insert = conn.prepare_cached(sql::INSERT_WORKSPACE).map_err(db)?;
-                insert
-                    .execute(params![id, name, region.as_str(), nanos])
-                    .map_err(|e| classify(e, "workspace exists"))
-            })
-            .await?;
+        let draft = drafts::workspace_created(scope, &name, region);
+        self.logged(workspace.id, created_at, move |tx| {
+            let mut insert = tx.prepare_cached(sql::INSERT_WORKSPACE).map_err(db)?;
+            insert
+                .execute(params![id, name, region.as_str(), nanos])
+                .map_err(|e| classify(e, "workspace exists"))?;
+            Ok(((), Some(draft)))
+        })
+        .await?;
         Ok(workspace)
     }
 
@@ -91,20 +92,32 @@ impl WorkspaceStore for SqliteStore {
             .await
     }
 
-    async fn rename_workspace(&self, scope: &Scope, name: &str) -> Result<Workspace> {
+    async fn rename_workspace(
+        &self,
+        scope: &Scope,
+        name: &str,
+        at: OffsetDateTime,
+    ) -> Result<Workspace> {
         scope.require(Action::WorkspaceUpdate)?;
         validate_workspace_name(name)?;
-        let (id, name) = (id_bytes(scope.workspace()), name.to_owned());
-        self.conn
-            .run(move |conn| {
-                let mut rename = conn.prepare_cached(sql::RENAME_WORKSPACE).map_err(db)?;
-                rename
-                    .query_row(params![id, name], read_workspace)
-                    .optional()
-                    .map_err(db)?
-                    .ok_or(Error::NotFound)
-            })
-            .await
+        let (id, name, scope) = (id_bytes(scope.workspace()), name.to_owned(), scope.clone());
+        self.logged(scope.workspace(), at, move |tx| {
+            let before = tx
+                .prepare_cached(sql::SELECT_WORKSPACE)
+                .map_err(db)?
+                .query_row([&id], read_workspace)
+                .optional()
+                .map_err(db)?
+                .ok_or(Error::NotFound)?;
+            let workspace = tx
+                .prepare_cached(sql::RENAME_WORKSPACE)
+                .map_err(db)?
+                .query_row(params![id, name], read_workspace)
+                .map_err(db)?;
+            let draft = drafts::workspace_renamed(&scope, &before.name, &name);
+            Ok((workspace, Some(draft)))
+        })
+        .await
     }
 
     async fn set_workspace_policy(

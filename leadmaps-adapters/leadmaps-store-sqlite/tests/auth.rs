@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use leadmaps_core::auth::{AuthStore, IdentityStore};
+use leadmaps_core::auth::AuthStore;
 use leadmaps_core::conformance::{AUTH_CHECKS, IDENTITY_CHECKS, run_auth, run_identity};
+use leadmaps_core::store::Store;
 use leadmaps_store_sqlite::SqliteStore;
 
 fn in_memory() -> SqliteStore {
@@ -19,7 +20,7 @@ async fn in_memory_store_passes_the_auth_suite() {
 
 #[tokio::test]
 async fn in_memory_store_passes_the_identity_suite() {
-    run_identity(|| async { Arc::new(in_memory()) as Arc<dyn IdentityStore> }).await;
+    run_identity(|| async { Arc::new(in_memory()) as Arc<dyn Store> }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,9 +47,7 @@ async fn file_store_passes_the_identity_suite() {
     run_identity(|| {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let path = dir.path().join(format!("identity-{n}.db"));
-        async move {
-            Arc::new(SqliteStore::open(&path).expect("open file")) as Arc<dyn IdentityStore>
-        }
+        async move { Arc::new(SqliteStore::open(&path).expect("open file")) as Arc<dyn Store> }
     })
     .await;
     assert_eq!(

@@ -564,7 +564,7 @@ async fn collected_events_leave_no_ip_or_user_agent_on_disk() {
         .await
         .unwrap();
     store
-        .set_blocked_ips(&update, &["198.51.100.0/24".parse().unwrap()])
+        .set_blocked_ips(&update, &["198.51.100.0/24".parse().unwrap()], clock.now())
         .await
         .unwrap();
     let vault = Vault::start(

@@ -61,7 +61,7 @@ async fn write_sample(store: &dyn Store, ws: WorkspaceId) {
         .await
         .unwrap();
     store
-        .put_secret(&admin(ws, Action::SecretWrite), &license())
+        .put_secret(&admin(ws, Action::SecretWrite), &license(), instant())
         .await
         .unwrap();
     store
@@ -255,7 +255,10 @@ async fn shredded_tenant_keys_leave_no_bytes_on_disk() {
             Action::KeyManage,
         )
         .unwrap();
-    assert_eq!(store.delete_tenant_keys(&shred).await.unwrap(), 2);
+    assert_eq!(
+        store.delete_tenant_keys(&shred, instant()).await.unwrap(),
+        2
+    );
     assert!(!on_disk(), "shredded key material is still on disk");
     assert_eq!(
         store
@@ -307,7 +310,7 @@ async fn secrets_and_keys_need_an_existing_workspace() {
     let store = SqliteStore::open_in_memory().unwrap();
     let ghost = WorkspaceId::new();
     let put = store
-        .put_secret(&admin(ghost, Action::SecretWrite), &license())
+        .put_secret(&admin(ghost, Action::SecretWrite), &license(), instant())
         .await;
     assert_eq!(put.unwrap_err().kind(), ErrorKind::NotFound);
     let insert = store
@@ -354,7 +357,7 @@ async fn many_concurrent_calls_all_land() {
                     blob: vec![i; 32],
                 };
                 store
-                    .put_secret(&admin(ws, Action::SecretWrite), &secret)
+                    .put_secret(&admin(ws, Action::SecretWrite), &secret, instant())
                     .await
                     .unwrap();
                 store

@@ -62,6 +62,7 @@
 
 mod chain;
 mod checkpoint;
+pub mod drafts;
 mod job;
 mod patch;
 mod record;

@@ -42,12 +42,14 @@ pub struct ApiKeyRecord {
 /// Storage of API keys (workspace data: scoped, except the pre-authentication lookup).
 #[async_trait]
 pub trait ApiKeyStore: Send + Sync {
-    /// Stores a key of `scope.workspace()`. Requires [`Action::MemberManage`].
+    /// Stores a key of `scope.workspace()` with its `api_key.created` record
+    /// ([`crate::audit::drafts::api_key_created`], sealed at `key.created_at`), in one
+    /// transaction. Requires [`Action::MemberManage`].
     async fn insert_api_key(&self, scope: &Scope, key: &ApiKeyRecord) -> Result<()>;
     /// The workspace's keys, oldest first. Requires [`Action::MemberManage`].
     async fn api_keys(&self, scope: &Scope) -> Result<Vec<ApiKeyRecord>>;
-    /// Revokes a key of the workspace at `at`; whether it was live. Requires
-    /// [`Action::MemberManage`].
+    /// Revokes a key of the workspace at `at`; whether it was live, and then with its
+    /// `api_key.revoked` record. Requires [`Action::MemberManage`].
     async fn revoke_api_key(&self, scope: &Scope, id: ApiKeyId, at: OffsetDateTime)
     -> Result<bool>;
     /// The key with this id, for authentication before any scope exists.

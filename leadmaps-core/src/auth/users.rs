@@ -30,9 +30,16 @@ pub trait UserStore: Send + Sync {
     async fn user_by_email(&self, email: &Address) -> Result<Option<User>>;
     /// A user by id (where security notices go).
     async fn user(&self, id: UserId) -> Result<Option<User>>;
-    /// Makes `user` a member of the scope's workspace with `role` (or changes the role).
-    /// Requires [`crate::tenancy::Action::MemberManage`].
-    async fn set_membership(&self, scope: &Scope, user: UserId, role: Role) -> Result<()>;
+    /// Makes `user` a member of the scope's workspace with `role` (or changes the role), with
+    /// the `member.role_changed` record sealed at `at`. Requires
+    /// [`crate::tenancy::Action::MemberManage`].
+    async fn set_membership(
+        &self,
+        scope: &Scope,
+        user: UserId,
+        role: Role,
+        at: time::OffsetDateTime,
+    ) -> Result<()>;
     /// The user's memberships, by workspace, each with its workspace's TOTP policy.
     async fn memberships(&self, user: UserId) -> Result<Vec<Membership>>;
 }

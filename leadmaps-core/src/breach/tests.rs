@@ -689,6 +689,7 @@ async fn world() -> (Arc<MemoryStore>, Arc<ManualClock>, Gate, WorkspaceId) {
                     .unwrap(),
                 user.id,
                 role,
+                T,
             )
             .await
             .unwrap();

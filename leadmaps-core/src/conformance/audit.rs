@@ -152,7 +152,12 @@ pub async fn audit_appends_chain_and_verify(store: Arc<dyn Store>) {
             AuditActor::Member(user),
         ),
     ];
-    let mut appended: Vec<AuditRecord> = Vec::new();
+    // The log starts with the workspace's creation, from the genesis hash.
+    let read = f.a(Action::AuditRead);
+    let mut appended = store.audit_records(&read, 0, 100).await.unwrap();
+    assert_eq!(appended.len(), 1);
+    assert_eq!(appended[0].action, AuditAction::WorkspaceCreated);
+    assert_eq!((appended[0].seq, appended[0].prev_hash), (1, GENESIS_HASH));
     for (i, (scope, draft, actor)) in entries.into_iter().enumerate() {
         let expected_after = draft.after().cloned();
         let record = store
@@ -162,7 +167,7 @@ pub async fn audit_appends_chain_and_verify(store: Arc<dyn Store>) {
         let prev = appended.last().map_or(GENESIS_HASH, |r| r.hash);
         assert_eq!(
             (record.workspace, record.seq, record.prev_hash),
-            (f.a, i as u64 + 1, prev),
+            (f.a, i as u64 + 2, prev),
             "record {i} chains"
         );
         assert_eq!(record.actor, actor, "record {i}: the scope's holder acts");
@@ -172,13 +177,12 @@ pub async fn audit_appends_chain_and_verify(store: Arc<dyn Store>) {
         f.clock.advance(Duration::seconds(1));
     }
     assert_eq!(
-        appended[4].after.as_ref().unwrap()["token"],
+        appended[5].after.as_ref().unwrap()["token"],
         json!(REDACTED),
         "secrets never reach the store"
     );
-    assert_eq!(appended[0].request_id.as_deref(), Some("req-1"));
+    assert_eq!(appended[1].request_id.as_deref(), Some("req-1"));
 
-    let read = f.a(Action::AuditRead);
     let stored = store.audit_records(&read, 0, 100).await.unwrap();
     assert_eq!(stored, appended, "read back exactly as appended");
     let seqs = |records: Vec<AuditRecord>| records.iter().map(|r| r.seq).collect::<Vec<_>>();
@@ -186,16 +190,19 @@ pub async fn audit_appends_chain_and_verify(store: Arc<dyn Store>) {
         seqs(store.audit_records(&read, 2, 2).await.unwrap()),
         [3, 4]
     );
-    assert_eq!(seqs(store.audit_records(&read, 4, 10).await.unwrap()), [5]);
-    assert!(store.audit_records(&read, 5, 10).await.unwrap().is_empty());
+    assert_eq!(
+        seqs(store.audit_records(&read, 4, 10).await.unwrap()),
+        [5, 6]
+    );
+    assert!(store.audit_records(&read, 6, 10).await.unwrap().is_empty());
     assert!(store.audit_records(&read, 0, 0).await.unwrap().is_empty());
     assert_eq!(store.all_audit_records(&read).await.unwrap(), appended);
 
     let report = verify(f.a, &stored, &[], &signer());
     assert!(report.is_ok(), "{report}");
-    assert_eq!(report.verified, appended[4].head());
+    assert_eq!(report.verified, appended[5].head());
 
-    // Workspace B has its own chain, from 1.
+    // Workspace B has its own chain, after its own creation.
     let b = store
         .append_audit(
             &f.b(Action::WorkspaceUpdate),
@@ -204,12 +211,20 @@ pub async fn audit_appends_chain_and_verify(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!((b.workspace, b.seq, b.prev_hash), (f.b, 1, GENESIS_HASH));
-    assert_eq!(store.audit_records(&read, 0, 100).await.unwrap().len(), 5);
+    let b_created = store
+        .audit_records(&f.b(Action::AuditRead), 0, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.workspace, b.seq, b.prev_hash),
+        (f.b, 2, b_created[0].hash)
+    );
+    assert_eq!(store.audit_records(&read, 0, 100).await.unwrap().len(), 6);
 }
 
-/// Fifty appends at once to one workspace (and ten to another) get seqs 1 to 50 (and 1 to 10)
-/// with a valid chain: no seq taken twice, none skipped, no fork.
+/// Fifty appends at once to one workspace (and ten to another) get seqs 2 to 51 (and 2 to 11;
+/// seq 1 is each workspace's creation) with a valid chain: no seq taken twice, none skipped, no
+/// fork.
 pub async fn audit_concurrent_appends_never_fork(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let (a, b) = (f.a(Action::WorkspaceUpdate), f.b(Action::WorkspaceUpdate));
@@ -237,7 +252,7 @@ pub async fn audit_concurrent_appends_never_fork(store: Arc<dyn Store>) {
         seqs.sort_unstable();
         assert_eq!(
             seqs,
-            (1..=count).collect::<Vec<_>>(),
+            (2..=count + 1).collect::<Vec<_>>(),
             "seqs without gaps or twins"
         );
         let scope = f
@@ -245,7 +260,7 @@ pub async fn audit_concurrent_appends_never_fork(store: Arc<dyn Store>) {
             .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
             .unwrap();
         let log = store.all_audit_records(&scope).await.unwrap();
-        assert_eq!(log.len() as u64, count);
+        assert_eq!(log.len() as u64, count + 1);
         let report = verify(ws, &log, &[], &signer());
         assert!(report.is_ok(), "{report}");
     }
@@ -282,12 +297,13 @@ pub async fn audit_reads_need_audit_read_and_stay_in_workspace(store: Arc<dyn St
         );
     }
     let (read_a, read_b) = (f.a(Action::AuditRead), f.b(Action::AuditRead));
+    // Each log: the workspace's creation, then the appends above.
     let in_a = store.audit_records(&read_a, 0, 10).await.unwrap();
-    assert_eq!(in_a.len(), 2);
+    assert_eq!(in_a.len(), 3);
     assert!(in_a.iter().all(|r| r.workspace == f.a));
     let in_b = store.audit_records(&read_b, 0, 10).await.unwrap();
-    assert_eq!(in_b.len(), 1);
-    assert_eq!(in_b[0].workspace, f.b);
+    assert_eq!(in_b.len(), 2);
+    assert!(in_b.iter().all(|r| r.workspace == f.b));
 
     // A's draft under B's scope.
     assert_eq!(
@@ -340,13 +356,13 @@ pub async fn audit_reads_need_audit_read_and_stay_in_workspace(store: Arc<dyn St
         ),
         ErrorKind::Invalid
     );
-    assert_eq!(store.audit_records(&read_a, 0, 10).await.unwrap().len(), 2);
-    assert_eq!(store.audit_records(&read_b, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.audit_records(&read_a, 0, 10).await.unwrap().len(), 3);
+    assert_eq!(store.audit_records(&read_b, 0, 10).await.unwrap().len(), 2);
     let next = store
         .append_audit(&a, renamed(&a, "z"), f.clock.now())
         .await
         .unwrap();
-    assert_eq!((next.seq, next.prev_hash), (3, in_a[1].hash), "no gap");
+    assert_eq!((next.seq, next.prev_hash), (4, in_a[2].hash), "no gap");
 }
 
 /// Checkpoints, also of an empty log, are stored exactly, once, in time order, per workspace,
@@ -382,8 +398,274 @@ pub async fn audit_checkpoints_round_trip_and_verify(store: Arc<dyn Store>) {
 
     let report = store.verify_audit(&audit_a, &signer).await.unwrap();
     assert!(report.is_ok(), "{report}");
-    assert_eq!((report.records, report.checkpoints), (3, 2));
+    assert_eq!(
+        (report.records, report.checkpoints),
+        (4, 2),
+        "creation and three renames"
+    );
     assert_eq!(report.verified, head);
     let report = store.verify_audit(&audit_b, &signer).await.unwrap();
     assert!(report.is_ok(), "{report}");
+}
+
+/// Log, then act: every mutating store method appends exactly one record describing its change
+/// (action, target, before and after, the scope's actor) in the workspace's log, and a call
+/// that changes nothing appends nothing.
+pub async fn mutations_are_logged_with_their_change(store: Arc<dyn Store>) {
+    use crate::auth::keys::ApiKeyRecord;
+    use crate::auth::tokens::TokenDigest;
+    use crate::auth::users::User;
+    use crate::crypto::Purpose;
+    use crate::store::{StoredSalt, StoredSecret, WrappedTenantKey};
+    use crate::tenancy::Role;
+
+    let f = Fixture::new(store.clone()).await;
+    let store = store.as_ref();
+    let at = f.clock.now();
+    let read = audit_scope(&f, f.a);
+    let log = || async { store.all_audit_records(&read).await.unwrap() };
+    // Runs one mutation and returns the records it appended.
+    macro_rules! appended {
+        ($mutation:expr) => {{
+            let before = log().await.len();
+            $mutation;
+            log().await.split_off(before)
+        }};
+    }
+    let one = |records: Vec<AuditRecord>, action: AuditAction| {
+        assert_eq!(records.len(), 1, "{action}: one record, got {records:?}");
+        assert_eq!(records[0].action, action);
+        records.into_iter().next().unwrap()
+    };
+
+    let created = log().await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].action, AuditAction::WorkspaceCreated);
+    assert_eq!(
+        created[0].actor,
+        AuditActor::System(SystemTask::Provisioning)
+    );
+    assert_eq!(
+        created[0].after,
+        Some(json!({"name": "Workspace A", "region": "eu"}))
+    );
+
+    let update = f.a(Action::WorkspaceUpdate);
+    let r = one(
+        appended!(
+            store
+                .rename_workspace(&update, "Renamed", at)
+                .await
+                .unwrap()
+        ),
+        AuditAction::WorkspaceRenamed,
+    );
+    assert_eq!(
+        (r.before, r.after),
+        (
+            Some(json!({"name": "Workspace A"})),
+            Some(json!({"name": "Renamed"}))
+        )
+    );
+    let r = one(
+        appended!(store.add_site(&update, "Shop.Example", at).await.unwrap()),
+        AuditAction::SiteAdded,
+    );
+    assert_eq!(r.target, Target::new("site", "shop.example"));
+    let ranges = ["192.0.2.0/24".parse().unwrap()];
+    let r = one(
+        appended!(store.set_blocked_ips(&update, &ranges, at).await.unwrap()),
+        AuditAction::BlockedIpsUpdated,
+    );
+    assert_eq!(r.after, Some(json!({"ranges": ["192.0.2.0/24"]})));
+
+    let write = f.a(Action::SecretWrite);
+    let secret = StoredSecret {
+        name: "license".into(),
+        purpose: Purpose::LicenseKey,
+        blob: vec![7; 40],
+    };
+    let r = one(
+        appended!(store.put_secret(&write, &secret, at).await.unwrap()),
+        AuditAction::SecretWritten,
+    );
+    assert_eq!(r.target, Target::new("secret", "license"));
+    assert_eq!((r.before, r.after), (None, None), "never the value");
+    let r = one(
+        appended!(assert!(
+            store.delete_secret(&write, "license", at).await.unwrap()
+        )),
+        AuditAction::SecretDeleted,
+    );
+    assert_eq!(r.target, Target::new("secret", "license"));
+    assert!(
+        appended!(assert!(
+            !store.delete_secret(&write, "license", at).await.unwrap()
+        ))
+        .is_empty(),
+        "deleting nothing records nothing"
+    );
+
+    let provisioning = f
+        .gate
+        .authorize(
+            &Principal::System(SystemTask::Provisioning),
+            f.a,
+            Action::MemberManage,
+        )
+        .unwrap();
+    let user = User {
+        id: crate::tenancy::UserId::new(),
+        email: crate::mail::Address::parse("new.member@example.com").unwrap(),
+        created_at: at,
+    };
+    store.create_user(&user).await.unwrap();
+    let r = one(
+        appended!(
+            store
+                .set_membership(&provisioning, user.id, Role::Viewer, at)
+                .await
+                .unwrap()
+        ),
+        AuditAction::MemberRoleChanged,
+    );
+    assert_eq!(
+        (r.target, r.before, r.after),
+        (
+            Target::user(user.id),
+            Some(json!({"role": null})),
+            Some(json!({"role": "viewer"}))
+        )
+    );
+    let r = one(
+        appended!(
+            store
+                .set_membership(&provisioning, user.id, Role::Admin, at)
+                .await
+                .unwrap()
+        ),
+        AuditAction::MemberRoleChanged,
+    );
+    assert_eq!(r.before, Some(json!({"role": "viewer"})));
+
+    let manage = f.a(Action::MemberManage);
+    let key = ApiKeyRecord {
+        id: ApiKeyId::new(),
+        workspace: f.a,
+        name: "ci".into(),
+        actions: vec![Action::EventRead],
+        digest: TokenDigest {
+            key_id: 1,
+            mac: [3; 32],
+        },
+        sealed: vec![1; 90],
+        created_at: at,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let r = one(
+        appended!(store.insert_api_key(&manage, &key).await.unwrap()),
+        AuditAction::ApiKeyCreated,
+    );
+    assert_eq!(
+        (r.target, r.after),
+        (
+            Target::api_key(key.id),
+            Some(json!({"name": "ci", "actions": ["event.read"]}))
+        )
+    );
+    one(
+        appended!(assert!(
+            store.revoke_api_key(&manage, key.id, at).await.unwrap()
+        )),
+        AuditAction::ApiKeyRevoked,
+    );
+    assert!(
+        appended!(assert!(
+            !store.revoke_api_key(&manage, key.id, at).await.unwrap()
+        ))
+        .is_empty(),
+        "revoking a revoked key records nothing"
+    );
+
+    let keys = f
+        .gate
+        .authorize(
+            &Principal::System(SystemTask::KeyRotation),
+            f.a,
+            Action::KeyManage,
+        )
+        .unwrap();
+    let wrapped = WrappedTenantKey {
+        workspace: f.a,
+        version: 1,
+        kek_id: 1,
+        blob: vec![9; 60],
+        created_at: at,
+    };
+    store.insert_tenant_key(&keys, &wrapped).await.unwrap();
+    assert!(
+        appended!(assert!(
+            !store
+                .rewrap_tenant_key(&keys, 1, 5, 2, &[8; 60], at)
+                .await
+                .unwrap()
+        ))
+        .is_empty(),
+        "a lost compare-and-swap records nothing"
+    );
+    let r = one(
+        appended!(assert!(
+            store
+                .rewrap_tenant_key(&keys, 1, 1, 2, &[8; 60], at)
+                .await
+                .unwrap()
+        )),
+        AuditAction::TenantKeyRewrapped,
+    );
+    assert_eq!(
+        (r.before, r.after),
+        (Some(json!({"kek_id": 1})), Some(json!({"kek_id": 2})))
+    );
+    let r = one(
+        appended!(assert_eq!(
+            store.delete_tenant_keys(&keys, at).await.unwrap(),
+            1
+        )),
+        AuditAction::TenantKeysDestroyed,
+    );
+    assert_eq!(r.after, Some(json!({"destroyed": 1})));
+
+    let day = at.date();
+    store
+        .insert_salt(
+            &keys,
+            &StoredSalt {
+                day: day.previous_day().unwrap().previous_day().unwrap(),
+                blob: vec![1; 8],
+            },
+        )
+        .await
+        .unwrap();
+    let r = one(
+        appended!(store.destroy_salts_before(&keys, day, at).await.unwrap()),
+        AuditAction::SaltsDestroyed,
+    );
+    assert_eq!(r.actor, AuditActor::System(SystemTask::KeyRotation));
+    assert!(
+        appended!(store.destroy_salts_before(&keys, day, at).await.unwrap()).is_empty(),
+        "nothing destroyed, nothing recorded"
+    );
+
+    let report = verify(f.a, &log().await, &[], &signer());
+    assert!(report.is_ok(), "{report}");
+    // Workspace B saw none of it.
+    assert_eq!(
+        store
+            .all_audit_records(&audit_scope(&f, f.b))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -235,6 +235,7 @@ impl Vault {
                     purpose,
                     blob,
                 },
+                self.clock.now(),
             )
             .await
     }
@@ -305,7 +306,10 @@ impl Vault {
     /// [`Error::Denied`] for another scope.
     pub async fn shred(&self, scope: &Scope) -> Result<u64> {
         scope.require(Action::KeyManage)?;
-        let deleted = self.keys.delete_tenant_keys(scope).await?;
+        let deleted = self
+            .keys
+            .delete_tenant_keys(scope, self.clock.now())
+            .await?;
         self.evict(scope.workspace());
         Ok(deleted)
     }
@@ -356,6 +360,7 @@ impl Vault {
                             wrapped.kek_id,
                             primary.id(),
                             &blob,
+                            self.clock.now(),
                         )
                         .await?
                     {
