@@ -5,7 +5,8 @@
 
 pub use leadmaps_core as core;
 pub use leadmaps_core::{
-    Error, ErrorKind, Result, audit, auth, clock, crypto, ingest, mail, memory, store, tenancy,
+    Error, ErrorKind, Result, audit, auth, clock, crypto, ingest, mail, memory, policy, scim, sso,
+    store, tenancy,
 };
 
 /// The embedded SQLite store.
@@ -19,6 +20,10 @@ pub use leadmaps_axum as axum;
 /// The SMTP mailer.
 #[cfg(feature = "smtp")]
 pub use leadmaps_smtp as smtp;
+
+/// The OIDC relying party.
+#[cfg(feature = "oidc")]
+pub use leadmaps_oidc as oidc;
 
 /// The Postgres store.
 #[cfg(feature = "postgres")]

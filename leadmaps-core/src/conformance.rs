@@ -13,6 +13,7 @@
 //! broken rule. Everything goes through `&dyn Store`.
 
 mod audit;
+mod sso;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,8 +85,17 @@ checks!(
     audit_concurrent_appends_never_fork,
     audit_reads_need_audit_read_and_stay_in_workspace,
     audit_checkpoints_round_trip_and_verify,
+    plans_gate_sso_configuration,
+    sso_sessions_are_bound_to_their_workspace,
+    scim_writes_provision_and_deprovision,
+    scim_resources_are_unique_versioned_and_isolated,
     ]
 );
+
+pub use sso::{
+    plans_gate_sso_configuration, scim_resources_are_unique_versioned_and_isolated,
+    scim_writes_provision_and_deprovision, sso_sessions_are_bound_to_their_workspace,
+};
 
 pub use audit::{
     audit_appends_chain_and_verify, audit_checkpoints_round_trip_and_verify,

@@ -10,6 +10,9 @@ mod error;
 pub mod ingest;
 pub mod mail;
 pub mod memory;
+pub mod policy;
+pub mod scim;
+pub mod sso;
 pub mod store;
 pub mod tenancy;
 

@@ -1,6 +1,8 @@
 //! An in-memory store: the reference implementation of every store trait, for tests and for
 //! trying leadmaps out. Data lives as long as the value.
 
+mod sso;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
@@ -54,6 +56,7 @@ struct State {
     staff: HashMap<StaffId, StaffMember>,
     audit: HashMap<WorkspaceId, Vec<AuditRecord>>,
     checkpoints: HashMap<WorkspaceId, Vec<Checkpoint>>,
+    sso: sso::SsoState,
 }
 
 impl State {
@@ -721,6 +724,24 @@ impl SessionStore for MemoryStore {
         Ok(gone.len() as u64)
     }
 
+    async fn replace_session(&self, old: &str, new: &SessionRecord) -> Result<()> {
+        // One lock: the old session, its SSO binding and the new one change together.
+        let mut state = self.state();
+        if state.sessions.contains_key(&new.selector) {
+            return Err(Error::Conflict("session selector exists"));
+        }
+        if state.sessions.remove(old).is_none() {
+            return Err(Error::NotFound);
+        }
+        state.challenge_failures.remove(old);
+        let bound = state.sso.sessions.remove(old);
+        state.sessions.insert(new.selector.clone(), new.clone());
+        if let Some(workspace) = bound {
+            state.sso.sessions.insert(new.selector.clone(), workspace);
+        }
+        Ok(())
+    }
+
     async fn record_challenge_failure(&self, selector: &str) -> Result<u32> {
         let mut state = self.state();
         if !state.sessions.contains_key(selector) {
@@ -803,6 +824,9 @@ impl ApiKeyStore for MemoryStore {
         let mut state = self.state();
         if state.api_keys.contains_key(&key.id) {
             return Err(Error::Conflict("API key id exists"));
+        }
+        if let Some(owner) = crate::scim::key_owner(scope, key) {
+            state.sso.key_owners.insert(key.id, owner);
         }
         state.api_keys.insert(key.id, key.clone());
         Ok(())

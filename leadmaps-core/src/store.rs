@@ -447,6 +447,8 @@ pub trait Store:
     + crate::auth::AuthStore
     + crate::auth::IdentityStore
     + crate::audit::AuditStore
+    + crate::sso::SsoStore
+    + crate::scim::ScimStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {

@@ -26,9 +26,9 @@ use time::OffsetDateTime;
 
 /// What the workspace routes share.
 pub struct DashboardState {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     keys: Arc<ApiKeys>,
-    gate: Gate,
+    pub(crate) gate: Gate,
     sessions: Option<(Arc<Sessions>, Arc<TotpFactors>)>,
 }
 
@@ -94,7 +94,7 @@ pub fn dashboard_routes(state: Arc<DashboardState>) -> Router {
         .with_state(state)
 }
 
-fn status(code: StatusCode, message: &'static str) -> Response {
+pub(crate) fn status(code: StatusCode, message: &'static str) -> Response {
     let mut response = (code, axum::Json(json!({ "error": message }))).into_response();
     if code == StatusCode::UNAUTHORIZED {
         response
@@ -104,7 +104,7 @@ fn status(code: StatusCode, message: &'static str) -> Response {
     response
 }
 
-fn store_error(error: &leadmaps_core::Error) -> Response {
+pub(crate) fn store_error(error: &leadmaps_core::Error) -> Response {
     use leadmaps_core::ErrorKind;
     match error.kind() {
         ErrorKind::NotFound => status(StatusCode::NOT_FOUND, "not found"),
@@ -164,11 +164,16 @@ async fn principal(state: &DashboardState, headers: &HeaderMap) -> Result<Princi
             Err(e) => return Err(store_error(&e)),
         }
     }
-    let memberships = state
-        .store
-        .memberships(user)
-        .await
-        .map_err(|e| store_error(&e))?;
+    // Workspaces that enforce SSO are out of reach of a magic-link session, and an SSO session
+    // reaches only its own workspace (leadmaps_core::sso).
+    let memberships = leadmaps_core::sso::session_memberships(
+        &*state.store,
+        &state.gate,
+        user,
+        &session.selector,
+    )
+    .await
+    .map_err(|e| store_error(&e))?;
     Ok(Principal::Member {
         user,
         memberships,
@@ -177,7 +182,7 @@ async fn principal(state: &DashboardState, headers: &HeaderMap) -> Result<Princi
 }
 
 /// Authenticates the request and asks the gate for `action` on the workspace in the path.
-async fn scope(
+pub(crate) async fn scope(
     state: &DashboardState,
     headers: &HeaderMap,
     id: &str,

@@ -71,6 +71,7 @@ migrations!(
     (7, "lean_event_index"),
     (8, "auth_policy"),
     (9, "audit"),
+    (12, "sso"),
 );
 
 /// The schema version this build needs.

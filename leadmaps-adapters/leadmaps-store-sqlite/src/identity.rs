@@ -224,6 +224,8 @@ impl ApiKeyStore for SqliteStore {
         let created_at = unix_nanos(key.created_at)?;
         let last_used_at = opt_nanos(key.last_used_at)?;
         let revoked_at = opt_nanos(key.revoked_at)?;
+        let created_by =
+            leadmaps_core::scim::key_owner(scope, key).map(|user| uuid_bytes(user.as_uuid()));
         let key = key.clone();
         self.conn
             .run(move |conn| {
@@ -239,7 +241,8 @@ impl ApiKeyStore for SqliteStore {
                         key.sealed,
                         created_at,
                         last_used_at,
-                        revoked_at
+                        revoked_at,
+                        created_by
                     ])
                     .map_err(|e| classify(e, "API key id exists"))?;
                 Ok(())

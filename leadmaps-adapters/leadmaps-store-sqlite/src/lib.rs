@@ -13,6 +13,7 @@ mod salts;
 mod secrets;
 mod sites;
 mod sql;
+mod sso;
 mod workspaces;
 
 use std::path::Path;

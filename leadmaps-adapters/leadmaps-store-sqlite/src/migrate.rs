@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_auth.sql"),
     include_str!("../migrations/0004_auth_policy.sql"),
     include_str!("../migrations/0005_audit.sql"),
+    include_str!("../migrations/0008_sso.sql"),
 ];
 
 /// The schema version this code writes and reads: the number of migrations.
