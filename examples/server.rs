@@ -343,6 +343,16 @@ enum WorkspaceCommand {
         )]
         actions: Vec<String>,
     },
+    /// Set a workspace's plan (billing's job): free, pro, business or enterprise. SSO and SCIM
+    /// need business or above. Audited as `plan.changed`.
+    Plan {
+        /// The workspace id.
+        #[arg(long)]
+        workspace: WorkspaceId,
+        /// The plan.
+        #[arg(long)]
+        plan: leadmaps::policy::Plan,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -624,6 +634,20 @@ async fn main() -> Result<(), BoxError> {
             let scope = gate.authorize_breach(&principal)?;
             incident_command(&engine, &scope, command).await
         }
+        Command::Workspace {
+            command: WorkspaceCommand::Plan { workspace, plan },
+        } => {
+            let provisioning = Principal::System(SystemTask::Provisioning);
+            let scope = gate.authorize(&provisioning, workspace, Action::WorkspaceUpdate)?;
+            store.set_plan(&scope, plan, clock.now()).await?;
+            let features: Vec<&str> = plan.features().iter().map(|f| f.as_str()).collect();
+            println!(
+                "workspace {workspace} is on {} ({})",
+                plan.title(),
+                features.join(", ")
+            );
+            Ok(())
+        }
         Command::Keys {
             command: KeysCommand::Check,
         } => {
@@ -829,6 +853,24 @@ async fn serve(
     };
     let hasher = TokenHasher::new(vault.ring());
     let sessions = Arc::new(Sessions::new(store.clone(), hasher.clone(), clock.clone()));
+    // Enterprise identity: SCIM under /scim/v2, OIDC logins under /auth/sso (Business plans).
+    let public_url = mail.public_url.trim_end_matches('/').to_owned();
+    let directory = Arc::new(leadmaps_core::scim::Directory::new(
+        store.clone(),
+        vault.clone(),
+        hasher.clone(),
+        gate.clone(),
+        clock.clone(),
+        format!("{public_url}/scim/v2"),
+    ));
+    let oidc = Arc::new(leadmaps_oidc::OidcRp::new(
+        store.clone(),
+        vault.clone(),
+        hasher.clone(),
+        gate.clone(),
+        clock.clone(),
+        &public_url,
+    )?);
     let keys = Arc::new(ApiKeys::new(
         store.clone(),
         vault.clone(),
@@ -861,7 +903,7 @@ async fn serve(
         .with_incidents(engine.clone()),
     );
     let dashboard = Arc::new(
-        DashboardState::new(store.clone(), keys, gate.clone())
+        DashboardState::new(store.clone(), keys.clone(), gate.clone())
             .with_sessions(sessions, totp)
             .with_trusted_proxies(trusted_proxies.clone()),
     );
@@ -876,6 +918,12 @@ async fn serve(
         gate.clone(),
     );
     let retention_job = RetentionJob::new(store.clone(), gate.clone());
+    let sso_admin = Arc::new(leadmaps_axum::sso::SsoAdminState::new(
+        dashboard.clone(),
+        vault.clone(),
+        directory.clone(),
+    ));
+    let scim = Arc::new(leadmaps_axum::scim::ScimState::new(directory, keys));
     let (collector, batcher) =
         Collector::over_store(store.clone(), vault, gate.clone(), clock, config);
     let collector = Arc::new(collector);
@@ -900,6 +948,9 @@ async fn serve(
             .merge(staff_routes(auth))
             .merge(impersonation_routes(impersonation))
             .merge(dashboard_routes(dashboard))
+            .merge(leadmaps_axum::sso::sso_admin_routes(sso_admin))
+            .merge(leadmaps_axum::scim::scim_routes(scim))
+            .merge(leadmaps_oidc::oidc_routes(oidc))
             .merge(
                 Router::new()
                     .route("/healthz", get(|| async { "ok" }))

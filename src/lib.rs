@@ -6,7 +6,7 @@
 pub use leadmaps_core as core;
 pub use leadmaps_core::{
     Error, ErrorKind, Result, audit, auth, breach, clock, crypto, ingest, mail, memory, policy,
-    store, tenancy,
+    scim, sso, store, tenancy,
 };
 
 /// The embedded SQLite store.
@@ -24,6 +24,10 @@ pub use leadmaps_smtp as smtp;
 /// The SAML 2.0 service provider (samael with xmlsec1; the only OpenSSL in leadmaps).
 #[cfg(feature = "saml")]
 pub use leadmaps_saml as saml;
+
+/// The OIDC relying party.
+#[cfg(feature = "oidc")]
+pub use leadmaps_oidc as oidc;
 
 /// The Postgres store.
 #[cfg(feature = "postgres")]

@@ -15,6 +15,7 @@
 mod audit;
 mod breach;
 mod policy;
+mod sso;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,6 +99,10 @@ checks!(
     breach_deliveries_are_claimed_once,
     breach_notice_and_its_audit_record_commit_together,
     breach_admin_addresses_are_the_workspace_admins,
+    plans_gate_sso_configuration,
+    sso_sessions_are_bound_to_their_workspace,
+    scim_writes_provision_and_deprovision,
+    scim_resources_are_unique_versioned_and_isolated,
     ]
 );
 
@@ -105,6 +110,11 @@ pub use policy::{
     checkpoint_job_signs_due_heads, impersonation_is_audited_before_access,
     policy_changes_are_stored_and_audited, retention_job_keeps_newer_events,
     workspace_ids_page_in_order,
+};
+
+pub use sso::{
+    plans_gate_sso_configuration, scim_resources_are_unique_versioned_and_isolated,
+    scim_writes_provision_and_deprovision, sso_sessions_are_bound_to_their_workspace,
 };
 
 pub use audit::{

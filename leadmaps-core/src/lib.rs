@@ -12,6 +12,8 @@ pub mod ingest;
 pub mod mail;
 pub mod memory;
 pub mod policy;
+pub mod scim;
+pub mod sso;
 pub mod store;
 pub mod tenancy;
 

@@ -2,6 +2,7 @@
 //! trying leadmaps out. Data lives as long as the value.
 
 mod breach;
+mod sso;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -60,6 +61,7 @@ struct State {
     audit: HashMap<WorkspaceId, Vec<AuditRecord>>,
     checkpoints: HashMap<WorkspaceId, Vec<Checkpoint>>,
     breach: breach::BreachState,
+    sso: sso::SsoState,
 }
 
 impl State {
@@ -841,6 +843,24 @@ impl SessionStore for MemoryStore {
         Ok(gone.len() as u64)
     }
 
+    async fn replace_session(&self, old: &str, new: &SessionRecord) -> Result<()> {
+        // One lock: the old session, its SSO binding and the new one change together.
+        let mut state = self.state();
+        if state.sessions.contains_key(&new.selector) {
+            return Err(Error::Conflict("session selector exists"));
+        }
+        if state.sessions.remove(old).is_none() {
+            return Err(Error::NotFound);
+        }
+        state.challenge_failures.remove(old);
+        let bound = state.sso.sessions.remove(old);
+        state.sessions.insert(new.selector.clone(), new.clone());
+        if let Some(workspace) = bound {
+            state.sso.sessions.insert(new.selector.clone(), workspace);
+        }
+        Ok(())
+    }
+
     async fn record_challenge_failure(&self, selector: &str) -> Result<u32> {
         let mut state = self.state();
         if !state.sessions.contains_key(selector) {
@@ -925,6 +945,9 @@ impl ApiKeyStore for MemoryStore {
             return Err(Error::Conflict("API key id exists"));
         }
         state.append_audit(scope, drafts::api_key_created(scope, key), key.created_at)?;
+        if let Some(owner) = crate::scim::key_owner(scope, key) {
+            state.sso.key_owners.insert(key.id, owner);
+        }
         state.api_keys.insert(key.id, key.clone());
         Ok(())
     }

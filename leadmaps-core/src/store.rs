@@ -474,6 +474,8 @@ pub trait Store:
     + crate::audit::AuditStore
     + crate::auth::impersonation::GrantStore
     + crate::breach::BreachStore
+    + crate::sso::SsoStore
+    + crate::scim::ScimStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {

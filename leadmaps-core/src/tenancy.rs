@@ -176,11 +176,14 @@ pub enum Action {
     AuditRead,
     /// Delete events older than the workspace's retention period.
     RetentionEnforce,
+    /// Provision and deprovision the workspace's users and groups from its identity provider
+    /// (SCIM). Only a directory token (an API key made for it) holds it.
+    DirectorySync,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::WorkspaceCreate,
         Action::WorkspaceRead,
         Action::WorkspaceUpdate,
@@ -192,6 +195,7 @@ impl Action {
         Action::MemberManage,
         Action::AuditRead,
         Action::RetentionEnforce,
+        Action::DirectorySync,
     ];
 
     /// The stable dotted name, for storage and APIs.
@@ -208,6 +212,7 @@ impl Action {
             Action::MemberManage => "member.manage",
             Action::AuditRead => "audit.read",
             Action::RetentionEnforce => "retention.enforce",
+            Action::DirectorySync => "directory.sync",
         }
     }
 
@@ -248,7 +253,10 @@ impl Role {
             | Action::KeyManage
             | Action::MemberManage
             | Action::AuditRead => matches!(self, Role::Admin),
-            Action::WorkspaceCreate | Action::EventIngest | Action::RetentionEnforce => false,
+            Action::WorkspaceCreate
+            | Action::EventIngest
+            | Action::RetentionEnforce
+            | Action::DirectorySync => false,
         }
     }
 }
@@ -285,11 +293,14 @@ pub enum SystemTask {
     /// The breach notifier: reads who administers an affected workspace (to e-mail them) and
     /// records in that workspace's audit log the notification it received.
     Breach,
+    /// Single sign-on before anyone is signed in: reading a workspace's identity-provider
+    /// settings, opening its client secret, and recording logins and failed logins.
+    SingleSignOn,
 }
 
 impl SystemTask {
     /// Every task.
-    pub const ALL: [SystemTask; 7] = [
+    pub const ALL: [SystemTask; 8] = [
         SystemTask::Provisioning,
         SystemTask::KeyRotation,
         SystemTask::SaltRotation,
@@ -297,6 +308,7 @@ impl SystemTask {
         SystemTask::Identity,
         SystemTask::Audit,
         SystemTask::Breach,
+        SystemTask::SingleSignOn,
     ];
 
     /// The stable name, for storage (audit records name the task that acted).
@@ -309,6 +321,7 @@ impl SystemTask {
             SystemTask::Identity => "identity",
             SystemTask::Audit => "audit",
             SystemTask::Breach => "breach",
+            SystemTask::SingleSignOn => "sso",
         }
     }
 
@@ -331,6 +344,9 @@ impl SystemTask {
             SystemTask::Retention => matches!(action, Action::RetentionEnforce),
             SystemTask::Audit => matches!(action, Action::AuditRead),
             SystemTask::Breach => matches!(action, Action::WorkspaceRead),
+            SystemTask::SingleSignOn => {
+                matches!(action, Action::WorkspaceRead | Action::SecretRead)
+            }
         }
     }
 }
@@ -432,6 +448,14 @@ pub enum Denied {
     /// The workspace requires TOTP and this session has not passed a second factor.
     #[error("this workspace requires two-factor authentication")]
     SecondFactorRequired,
+    /// The workspace's plan does not include the feature (the message names the least plan
+    /// that does).
+    #[error("{0}")]
+    FeatureNotInPlan(crate::policy::Feature),
+    /// The workspace enforces single sign-on and this session did not come from its identity
+    /// provider.
+    #[error("this workspace requires single sign-on")]
+    SsoRequired,
 }
 
 /// What a scope's holder is, kept for audit records and logs.
@@ -595,7 +619,7 @@ impl Gate {
                 }
                 let allowed = match action {
                     Action::WorkspaceCreate | Action::EventIngest | Action::SecretRead => false,
-                    Action::RetentionEnforce => false,
+                    Action::RetentionEnforce | Action::DirectorySync => false,
                     Action::KeyManage | Action::MemberManage | Action::SecretWrite => false,
                     other => other.is_read_only() || grant.write,
                 };
@@ -887,6 +911,64 @@ mod tests {
             gate.authorize(&notifier, WorkspaceId::INSTANCE, Action::WorkspaceRead),
             Err(Denied::NotAMember)
         );
+    }
+
+    #[test]
+    fn only_directory_tokens_sync_and_the_sso_task_only_reads() {
+        let (gate, clock) = gate();
+        let ws = WorkspaceId::new();
+        let admin = Principal::member(UserId::new(), [(ws, Role::Admin)]);
+        assert_eq!(
+            gate.authorize(&admin, ws, Action::DirectorySync),
+            Err(Denied::ActionNotPermitted),
+            "no role provisions users"
+        );
+        let staff = Principal::Staff {
+            staff: StaffId::new(),
+            mfa: true,
+            grant: Some(ImpersonationGrant {
+                id: GrantId::new(),
+                workspace: ws,
+                expires_at: clock.now() + Duration::minutes(30),
+                write: true,
+            }),
+        };
+        assert_eq!(
+            gate.authorize(&staff, ws, Action::DirectorySync),
+            Err(Denied::ActionNotPermitted),
+            "not even a write grant"
+        );
+        let token = Principal::ApiKey {
+            key: ApiKeyId::new(),
+            workspace: ws,
+            actions: vec![Action::DirectorySync],
+        };
+        assert!(gate.authorize(&token, ws, Action::DirectorySync).is_ok());
+        assert_eq!(
+            gate.authorize(&token, WorkspaceId::new(), Action::DirectorySync),
+            Err(Denied::NotAMember)
+        );
+        let sso = Principal::System(SystemTask::SingleSignOn);
+        assert!(gate.authorize(&sso, ws, Action::SecretRead).is_ok());
+        assert!(gate.authorize(&sso, ws, Action::WorkspaceRead).is_ok());
+        for action in [
+            Action::SecretWrite,
+            Action::MemberManage,
+            Action::DirectorySync,
+        ] {
+            assert_eq!(
+                gate.authorize(&sso, ws, action),
+                Err(Denied::ActionNotPermitted)
+            );
+        }
+        assert_eq!(
+            gate.authorize(&sso, WorkspaceId::INSTANCE, Action::SecretRead),
+            Err(Denied::NotAMember),
+            "never the instance tenant"
+        );
+        for task in SystemTask::ALL {
+            assert_eq!(SystemTask::parse(task.as_str()), Some(task));
+        }
     }
 
     #[test]

@@ -30,9 +30,9 @@ use time::OffsetDateTime;
 
 /// What the workspace routes share.
 pub struct DashboardState {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     keys: Arc<ApiKeys>,
-    gate: Gate,
+    pub(crate) gate: Gate,
     sessions: Option<(Arc<Sessions>, Arc<TotpFactors>)>,
     trusted_proxies: Vec<IpNet>,
 }
@@ -122,7 +122,7 @@ pub fn dashboard_routes(state: Arc<DashboardState>) -> Router {
         .with_state(state)
 }
 
-fn status(code: StatusCode, message: &'static str) -> Response {
+pub(crate) fn status(code: StatusCode, message: &'static str) -> Response {
     let mut response = (code, axum::Json(json!({ "error": message }))).into_response();
     if code == StatusCode::UNAUTHORIZED {
         response
@@ -132,7 +132,7 @@ fn status(code: StatusCode, message: &'static str) -> Response {
     response
 }
 
-fn store_error(error: &leadmaps_core::Error) -> Response {
+pub(crate) fn store_error(error: &leadmaps_core::Error) -> Response {
     use leadmaps_core::ErrorKind;
     match error.kind() {
         ErrorKind::NotFound => status(StatusCode::NOT_FOUND, "not found"),
@@ -192,11 +192,16 @@ async fn principal(state: &DashboardState, headers: &HeaderMap) -> Result<Princi
             Err(e) => return Err(store_error(&e)),
         }
     }
-    let memberships = state
-        .store
-        .memberships(user)
-        .await
-        .map_err(|e| store_error(&e))?;
+    // Workspaces that enforce SSO are out of reach of a magic-link session, and an SSO session
+    // reaches only its own workspace (leadmaps_core::sso).
+    let memberships = leadmaps_core::sso::session_memberships(
+        &*state.store,
+        &state.gate,
+        user,
+        &session.selector,
+    )
+    .await
+    .map_err(|e| store_error(&e))?;
     Ok(Principal::Member {
         user,
         memberships,
@@ -205,9 +210,9 @@ async fn principal(state: &DashboardState, headers: &HeaderMap) -> Result<Princi
 }
 
 /// Where a request comes from and what it carries: the peer address and the headers.
-struct Request<'a> {
-    peer: Peer,
-    headers: &'a HeaderMap,
+pub(crate) struct Request<'a> {
+    pub(crate) peer: Peer,
+    pub(crate) headers: &'a HeaderMap,
 }
 
 impl Request<'_> {
@@ -222,7 +227,7 @@ impl Request<'_> {
 /// Authenticates the request, asks the gate for `action` on the workspace in the path, and
 /// enforces the workspace's IP allowlist (403 from outside it, before anything is read or
 /// changed; a request without a known client address is outside any non-empty list).
-async fn scope(
+pub(crate) async fn scope(
     state: &DashboardState,
     request: &Request<'_>,
     id: &str,

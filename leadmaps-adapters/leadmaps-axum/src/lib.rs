@@ -17,6 +17,8 @@ mod collector;
 pub mod dashboard;
 mod headers;
 mod limiter;
+pub mod scim;
+pub mod sso;
 pub mod staff;
 #[cfg(feature = "tls")]
 pub mod tls;

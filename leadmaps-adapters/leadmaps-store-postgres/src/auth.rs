@@ -417,6 +417,47 @@ impl SessionStore for PostgresStore {
             .map_err(pg)
     }
 
+    async fn replace_session(&self, old: &str, new: &SessionRecord) -> Result<()> {
+        let (kind, subject) = subject_key(new.subject);
+        let mut client = self.client().await?;
+        // Delete, carry the SSO binding, insert: one transaction.
+        let tx = client.transaction().await.map_err(pg)?;
+        let take = tx
+            .prepare_cached(
+                "DELETE FROM leadmaps.sessions WHERE selector = $1 RETURNING sso_workspace",
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = tx.query_opt(&take, &[&old]).await.map_err(pg)? else {
+            return Err(leadmaps_core::Error::NotFound);
+        };
+        let bound: Option<Uuid> = row.try_get(0).map_err(pg)?;
+        let insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO leadmaps.sessions ({SESSION_COLUMNS}, sso_workspace)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ))
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            &insert,
+            &[
+                &new.selector,
+                &i64::from(new.digest.key_id),
+                &&new.digest.mac[..],
+                &kind,
+                &subject,
+                &new.second_factor,
+                &new.created_at,
+                &new.last_seen_at,
+                &bound,
+            ],
+        )
+        .await
+        .map_err(|e| pg_conflict(e, "session selector exists"))?;
+        tx.commit().await.map_err(pg)
+    }
+
     async fn record_challenge_failure(&self, selector: &str) -> Result<u32> {
         let client = self.client().await?;
         // Concurrent tries queue on the row lock and each adds one to the committed count. The

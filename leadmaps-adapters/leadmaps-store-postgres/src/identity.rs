@@ -274,8 +274,8 @@ impl ApiKeyStore for PostgresStore {
         let tx = scoped(&mut client, scope.workspace(), false).await?;
         let insert = tx
             .prepare_cached(&format!(
-                "INSERT INTO leadmaps.api_keys ({KEY_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO leadmaps.api_keys ({KEY_COLUMNS}, created_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             ))
             .await
             .map_err(pg)?;
@@ -292,6 +292,7 @@ impl ApiKeyStore for PostgresStore {
                 &key.created_at,
                 &key.last_used_at,
                 &key.revoked_at,
+                &leadmaps_core::scim::key_owner(scope, key).map(|user| *user.as_uuid()),
             ],
         )
         .await

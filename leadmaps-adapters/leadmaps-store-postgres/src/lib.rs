@@ -13,6 +13,7 @@ mod migrate;
 mod recovery;
 mod salts;
 mod sites;
+mod sso;
 mod store;
 
 pub use config::{DEFAULT_APP_ROLE, DEFAULT_POOL_SIZE, LOOKUP_ROLE, OWNER_ROLE, PostgresConfig};

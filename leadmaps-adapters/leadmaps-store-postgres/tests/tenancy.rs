@@ -67,7 +67,8 @@ const TABLES: &[Table] = &[
     Table {
         name: "leadmaps.memberships",
         update: Some("role = role"),
-        delete: false,
+        // SCIM deprovisioning removes a member (V12).
+        delete: true,
     },
     Table {
         name: "leadmaps.api_keys",
@@ -88,6 +89,16 @@ const TABLES: &[Table] = &[
         name: "leadmaps.impersonation_grants",
         update: Some("closed_at = now()"),
         delete: false,
+    },
+    Table {
+        name: "leadmaps.oidc_connections",
+        update: Some("issuer = issuer"),
+        delete: true,
+    },
+    Table {
+        name: "leadmaps.scim_resources",
+        update: Some("document = document"),
+        delete: true,
     },
 ];
 
@@ -137,6 +148,12 @@ fn row_sql(table: &str, ws: Uuid, n: u8) -> String {
         ),
         "leadmaps.audit_checkpoints" => format!(
             "('{ws}', now(), {n}, decode(repeat('00', 32), 'hex'), 1, decode(repeat('00', 32), 'hex'))"
+        ),
+        "leadmaps.oidc_connections" => format!(
+            "('{ws}', 'https://idp.example', 'client-{n}', '\\x01', ARRAY['example.com'], now())"
+        ),
+        "leadmaps.scim_resources" => format!(
+            "('{ws}', gen_random_uuid(), 'user', 'u{n}', 'u{n}', NULL, true, NULL, '{{}}', now(), now(), 1)"
         ),
         other => panic!("no row for {other}"),
     };

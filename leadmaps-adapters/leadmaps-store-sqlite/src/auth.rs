@@ -362,6 +362,44 @@ impl SessionStore for SqliteStore {
             .await
     }
 
+    async fn replace_session(&self, old: &str, new: &SessionRecord) -> Result<()> {
+        let (kind, id) = subject_key(new.subject);
+        let created_at = unix_nanos(new.created_at)?;
+        let last_seen_at = unix_nanos(new.last_seen_at)?;
+        let (old, new) = (old.to_owned(), new.clone());
+        self.conn
+            .run(move |conn| {
+                // Delete, carry the SSO binding, insert: one transaction.
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(db)?;
+                let bound: Option<Option<[u8; 16]>> = {
+                    let mut take = tx.prepare_cached(sql::TAKE_SESSION_BINDING).map_err(db)?;
+                    rusqlite::OptionalExtension::optional(take.query_row([&old], |row| row.get(0)))
+                        .map_err(db)?
+                };
+                let Some(bound) = bound else {
+                    return Err(leadmaps_core::Error::NotFound);
+                };
+                tx.prepare_cached(sql::INSERT_SSO_SESSION)
+                    .map_err(db)?
+                    .execute(params![
+                        new.selector,
+                        new.digest.key_id,
+                        new.digest.mac,
+                        kind,
+                        id,
+                        i64::from(new.second_factor),
+                        created_at,
+                        last_seen_at,
+                        bound
+                    ])
+                    .map_err(|e| classify(e, "session selector exists"))?;
+                tx.commit().map_err(db)
+            })
+            .await
+    }
+
     async fn record_challenge_failure(&self, selector: &str) -> Result<u32> {
         let selector = selector.to_owned();
         self.conn

@@ -20,7 +20,7 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many prepared statements the connection keeps: more than the store has, so the ingest
 /// statements are never evicted and re-prepared.
-pub(crate) const STATEMENT_CACHE: usize = 96;
+pub(crate) const STATEMENT_CACHE: usize = 128;
 
 /// WAL frames (pages) not yet copied into the database file at which a commit wakes the
 /// background checkpointer: 1 MiB of 4 KiB pages, so that by [`CHECKPOINT_LIMIT`] the thread has

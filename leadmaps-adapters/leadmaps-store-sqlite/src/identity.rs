@@ -239,6 +239,8 @@ impl ApiKeyStore for SqliteStore {
         let last_used_at = opt_nanos(key.last_used_at)?;
         let revoked_at = opt_nanos(key.revoked_at)?;
         let draft = drafts::api_key_created(scope, key);
+        let created_by =
+            leadmaps_core::scim::key_owner(scope, key).map(|user| uuid_bytes(user.as_uuid()));
         let key = key.clone();
         self.logged(scope.workspace(), key.created_at, move |tx| {
             let mut insert = tx.prepare_cached(sql::INSERT_API_KEY).map_err(db)?;
@@ -253,7 +255,8 @@ impl ApiKeyStore for SqliteStore {
                     key.sealed,
                     created_at,
                     last_used_at,
-                    revoked_at
+                    revoked_at,
+                    created_by
                 ])
                 .map_err(|e| classify(e, "API key id exists"))?;
             Ok(((), Some(draft)))

@@ -15,6 +15,7 @@ mod salts;
 mod secrets;
 mod sites;
 mod sql;
+mod sso;
 mod workspaces;
 
 use std::path::Path;

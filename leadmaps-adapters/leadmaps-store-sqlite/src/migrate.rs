@@ -19,6 +19,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_audit.sql"),
     include_str!("../migrations/0006_workspace_controls.sql"),
     include_str!("../migrations/0007_breach.sql"),
+    include_str!("../migrations/0008_sso.sql"),
 ];
 
 /// The schema version this code writes and reads: the number of migrations.

@@ -263,7 +263,8 @@ pub(crate) const SELECT_STAFF: &str =
 
 /// Stores an API key of the scope's workspace.
 pub(crate) const INSERT_API_KEY: &str = "INSERT INTO api_keys (workspace_id, key_id, name, actions, digest_kek, digest_mac, \
-     sealed, created_at, last_used_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+     sealed, created_at, last_used_at, revoked_at, created_by) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 /// The workspace's API keys, oldest first, ties by id.
 pub(crate) const SELECT_API_KEYS: &str = "SELECT key_id, workspace_id, name, actions, digest_kek, digest_mac, sealed, \
      created_at, last_used_at, revoked_at FROM api_keys WHERE workspace_id = ?1 \
@@ -277,6 +278,68 @@ pub(crate) const SELECT_API_KEY: &str = "SELECT key_id, workspace_id, name, acti
 /// Moves a key's last-use time forward, never back.
 pub(crate) const TOUCH_API_KEY: &str = "UPDATE api_keys SET last_used_at = ?2 \
      WHERE key_id = ?1 AND coalesce(last_used_at, -9223372036854775808) < ?2";
+
+// Plans, SSO and SCIM (issue 8).
+
+/// A workspace's plan and SSO enforcement.
+pub(crate) const SELECT_SSO_SETTINGS: &str =
+    "SELECT plan, enforce_sso FROM workspaces WHERE workspace_id = ?1";
+/// Sets a workspace's plan.
+pub(crate) const SET_PLAN: &str = "UPDATE workspaces SET plan = ?2 WHERE workspace_id = ?1";
+/// Sets whether a workspace enforces SSO.
+pub(crate) const SET_ENFORCE_SSO: &str =
+    "UPDATE workspaces SET enforce_sso = ?2 WHERE workspace_id = ?1";
+/// A workspace's OIDC connection.
+pub(crate) const SELECT_OIDC: &str = "SELECT issuer, client_id, sealed_secret, domains, updated_at \
+     FROM oidc_connections WHERE workspace_id = ?1";
+/// Stores or replaces a workspace's OIDC connection.
+pub(crate) const UPSERT_OIDC: &str = "INSERT INTO oidc_connections (workspace_id, issuer, client_id, sealed_secret, \
+     domains, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (workspace_id) DO UPDATE SET \
+     issuer = excluded.issuer, client_id = excluded.client_id, sealed_secret = excluded.sealed_secret, \
+     domains = excluded.domains, updated_at = excluded.updated_at";
+/// Removes a workspace's OIDC connection.
+pub(crate) const DELETE_OIDC: &str = "DELETE FROM oidc_connections WHERE workspace_id = ?1";
+/// Stores a session opened by a workspace's identity provider, bound to it.
+pub(crate) const INSERT_SSO_SESSION: &str = "INSERT INTO sessions (selector, digest_kek, digest_mac, subject_kind, \
+     subject_id, second_factor, created_at, last_seen_at, sso_workspace) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+/// The workspace a session is bound to.
+pub(crate) const SELECT_SSO_SESSION: &str =
+    "SELECT sso_workspace FROM sessions WHERE selector = ?1";
+/// Rotation: deletes a session and returns its binding, for the session that replaces it.
+pub(crate) const TAKE_SESSION_BINDING: &str =
+    "DELETE FROM sessions WHERE selector = ?1 RETURNING sso_workspace";
+/// Deprovisioning: a customer's pending magic links.
+pub(crate) const DELETE_CUSTOMER_LINKS: &str =
+    "DELETE FROM magic_links WHERE email = ?1 AND realm = 'customer'";
+/// Deprovisioning: a user's membership of the workspace.
+pub(crate) const DELETE_MEMBERSHIP: &str =
+    "DELETE FROM memberships WHERE workspace_id = ?1 AND user_id = ?2";
+/// Provisioning: a user becomes a viewer unless they have a role.
+pub(crate) const ADMIT_MEMBER: &str = "INSERT INTO memberships (workspace_id, user_id, role) VALUES (?1, ?2, 'viewer') \
+     ON CONFLICT (workspace_id, user_id) DO NOTHING";
+/// Deprovisioning: the live API keys a user created in the workspace.
+pub(crate) const REVOKE_CREATED_KEYS: &str = "UPDATE api_keys SET revoked_at = ?3 \
+     WHERE workspace_id = ?1 AND created_by = ?2 AND revoked_at IS NULL";
+/// A workspace's SCIM resources of a kind, by creation.
+pub(crate) const SELECT_SCIM_RESOURCES: &str = "SELECT resource_id, kind, name, external_id, active, user_id, \
+     document, created_at, updated_at, version FROM scim_resources \
+     WHERE workspace_id = ?1 AND kind = ?2 ORDER BY created_at, resource_id";
+/// One SCIM resource.
+pub(crate) const SELECT_SCIM_RESOURCE: &str = "SELECT resource_id, kind, name, external_id, active, user_id, \
+     document, created_at, updated_at, version FROM scim_resources \
+     WHERE workspace_id = ?1 AND resource_id = ?2 AND kind = ?3";
+/// Adds a SCIM resource.
+pub(crate) const INSERT_SCIM_RESOURCE: &str = "INSERT INTO scim_resources (workspace_id, resource_id, kind, name, \
+     name_key, external_id, active, user_id, document, created_at, updated_at, version) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+/// Replaces a SCIM resource if its version is still `?12`.
+pub(crate) const UPDATE_SCIM_RESOURCE: &str = "UPDATE scim_resources SET name = ?4, name_key = ?5, external_id = ?6, \
+     active = ?7, user_id = ?8, document = ?9, updated_at = ?10, version = ?11 \
+     WHERE workspace_id = ?1 AND resource_id = ?2 AND kind = ?3 AND version = ?12";
+/// Deletes a SCIM resource if its version is still `?4`.
+pub(crate) const DELETE_SCIM_RESOURCE: &str = "DELETE FROM scim_resources \
+     WHERE workspace_id = ?1 AND resource_id = ?2 AND kind = ?3 AND version = ?4";
 
 // The audit log. Appends are one IMMEDIATE transaction: read the head, seal, insert.
 
@@ -347,6 +410,20 @@ pub(crate) const SCOPED: &[&str] = &[
     INSERT_AUDIT_CHECKPOINT,
     SELECT_AUDIT_CHECKPOINTS,
     ADMIN_ADDRESSES,
+    SELECT_SSO_SETTINGS,
+    SET_PLAN,
+    SET_ENFORCE_SSO,
+    SELECT_OIDC,
+    UPSERT_OIDC,
+    DELETE_OIDC,
+    DELETE_MEMBERSHIP,
+    ADMIT_MEMBER,
+    REVOKE_CREATED_KEYS,
+    SELECT_SCIM_RESOURCES,
+    SELECT_SCIM_RESOURCE,
+    INSERT_SCIM_RESOURCE,
+    UPDATE_SCIM_RESOURCE,
+    DELETE_SCIM_RESOURCE,
 ];
 
 /// Statements that span workspaces, each used only by a scope-less trait method that returns ids,
@@ -404,6 +481,10 @@ pub(crate) const IDENTITY: &[&str] = &[
     SELECT_STAFF,
     SELECT_API_KEY,
     TOUCH_API_KEY,
+    INSERT_SSO_SESSION,
+    SELECT_SSO_SESSION,
+    TAKE_SESSION_BINDING,
+    DELETE_CUSTOMER_LINKS,
 ];
 
 #[cfg(test)]
@@ -424,6 +505,8 @@ mod tests {
         "audit_records",
         "audit_checkpoints",
         "impersonation_grants",
+        "oidc_connections",
+        "scim_resources",
     ];
 
     #[test]

@@ -112,6 +112,45 @@ audit_actions! {
     /// legal basis, its deadline, when it was sent, the subject and how many admins it went to
     /// (never their addresses).
     BreachNotificationSent = "breach.notification_sent", visible: true;
+    /// The workspace's plan changed (by provisioning or billing). Target: the workspace;
+    /// before/after: `{"plan": name}`.
+    PlanChanged = "plan.changed", visible: true;
+    /// An OIDC identity provider was configured or replaced. Target: the `sso_connection`
+    /// `oidc`; before/after: issuer, client id and domains (never the client secret).
+    SsoConfigured = "sso.configured", visible: true;
+    /// The OIDC identity provider was removed. Target: the `sso_connection` `oidc`; before: as
+    /// configured.
+    SsoRemoved = "sso.removed", visible: true;
+    /// Enforcing single sign-on was switched on or off. Target: the workspace; before/after:
+    /// `{"enforce_sso": bool}`.
+    SsoEnforcementChanged = "sso.enforcement_changed", visible: true;
+    /// A member signed in through the workspace's identity provider. Target: the user; after:
+    /// `{"protocol": "oidc"}`.
+    SsoLoginSucceeded = "sso.login_succeeded", visible: true;
+    /// A sign-in through the workspace's identity provider was refused. Target: the
+    /// `sso_connection`; after: `{"protocol": ..., "reason": ...}` (never a token or an address).
+    SsoLoginFailed = "sso.login_failed", visible: true;
+    /// A SCIM directory token was created. Target: the key; after: its name (never the token).
+    ScimTokenCreated = "scim.token_created", visible: true;
+    /// The directory created a user. Target: the `scim_user`; after: `{"active": bool, "user":
+    /// linked user id or null}`.
+    ScimUserProvisioned = "scim.user_provisioned", visible: true;
+    /// The directory changed a user. Target: the `scim_user`; before/after: `{"active": bool}`.
+    ScimUserUpdated = "scim.user_updated", visible: true;
+    /// The directory deactivated or deleted a user, and every credential of the linked user
+    /// died in the same transaction. Target: the `scim_user`; after: `{"deleted": bool,
+    /// "user": id, "membership": bool, "session_count": n, "api_key_count": n, "link_count": n,
+    /// "recovery_code_count": n}` (`*_count` keys, which the audit redaction keeps).
+    ScimUserDeprovisioned = "scim.user_deprovisioned", visible: true;
+    /// The directory created a group. Target: the `scim_group`; after: `{"members": n}`.
+    ScimGroupProvisioned = "scim.group_provisioned", visible: true;
+    /// The directory changed a group. Target: the `scim_group`; after: `{"members": n}`.
+    ScimGroupUpdated = "scim.group_updated", visible: true;
+    /// The directory deleted a group. Target: the `scim_group`.
+    ScimGroupDeleted = "scim.group_deleted", visible: true;
+    /// A SCIM request with a valid token was refused (plan, conflict, malformed input).
+    /// Target: the workspace; after: `{"method": ..., "resource": ..., "status": n}`.
+    ScimRequestFailed = "scim.request_failed", visible: true;
 }
 
 impl AuditAction {

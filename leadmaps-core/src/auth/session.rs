@@ -116,6 +116,21 @@ pub trait SessionStore: Send + Sync {
     /// Counts one failed second-factor try against the session's challenge and returns the
     /// count so far. MUST be an atomic increment. [`Error::NotFound`] for an unknown session.
     async fn record_challenge_failure(&self, selector: &str) -> Result<u32>;
+
+    /// Replaces session `old` by `new` (a privilege change) in one step. A store that binds
+    /// sessions to a workspace (single sign-on, [`crate::sso`]) MUST carry the binding of `old`
+    /// over to `new` atomically, so a rotation never turns a session bound to one workspace into
+    /// an unbound one. The default, for stores without bindings, deletes and inserts.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `old` no longer exists (it was revoked meanwhile): nothing is
+    /// inserted.
+    async fn replace_session(&self, old: &str, new: &SessionRecord) -> Result<()> {
+        if !self.delete_session(old).await? {
+            return Err(Error::NotFound);
+        }
+        self.insert_session(new).await
+    }
 }
 
 /// Why a link or session was refused. Deliberately coarse.
@@ -271,6 +286,13 @@ impl Sessions {
         subject: Subject,
         second_factor: bool,
     ) -> Result<(SplitToken, Session)> {
+        let (token, record) = self.fresh(subject, second_factor);
+        self.store.insert_session(&record).await?;
+        let session = self.view(&record);
+        Ok((token, session))
+    }
+
+    fn fresh(&self, subject: Subject, second_factor: bool) -> (SplitToken, SessionRecord) {
         let now = self.clock.now();
         let token = SplitToken::generate();
         let record = SessionRecord {
@@ -281,9 +303,7 @@ impl Sessions {
             created_at: now,
             last_seen_at: now,
         };
-        self.store.insert_session(&record).await?;
-        let session = self.view(&record);
-        Ok((token, session))
+        (token, record)
     }
 
     fn realm(subject: Subject) -> Realm {
@@ -338,18 +358,22 @@ impl Sessions {
     }
 
     /// Replaces a session after a privilege change (a passed second factor, a new role): the old
-    /// token stops working and a new one is issued.
+    /// token stops working and a new one is issued, bound to the same workspace if single
+    /// sign-on opened the old one ([`SessionStore::replace_session`]).
     ///
     /// # Errors
-    /// Store errors.
+    /// [`Error::NotFound`] when the session was revoked meanwhile; store errors.
     pub async fn rotate(
         &self,
         session: &Session,
         second_factor: bool,
     ) -> Result<(SplitToken, Session)> {
-        self.store.delete_session(&session.selector).await?;
-        self.start(session.subject, second_factor || session.second_factor)
-            .await
+        let (token, record) = self.fresh(session.subject, second_factor || session.second_factor);
+        self.store
+            .replace_session(&session.selector, &record)
+            .await?;
+        let session = self.view(&record);
+        Ok((token, session))
     }
 
     /// Counts a wrong second-factor code in this session's challenge. Returns the tries left;

@@ -6,9 +6,11 @@
 //! each batch committed with the audit record that counts it.
 
 mod allowlist;
+mod plans;
 mod retention;
 
 pub use allowlist::{IpAllowlist, MAX_ALLOWLIST_RANGES};
+pub use plans::{Feature, Plan};
 pub use retention::{
     MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, RETENTION_BATCH, RetentionJob, RetentionRun,
     retention_draft, validate_retention_days,
