@@ -25,6 +25,10 @@ pub use leadmaps_smtp as smtp;
 #[cfg(feature = "saml")]
 pub use leadmaps_saml as saml;
 
+/// Encrypted backups of the SQLite and Postgres stores.
+#[cfg(feature = "backup")]
+pub use leadmaps_backup as backup;
+
 /// The Postgres store.
 #[cfg(feature = "postgres")]
 pub use leadmaps_store_postgres as postgres;
