@@ -7,6 +7,9 @@
 //! cargo run --release --example server -- keys rewrap  # KEK rotation: rewrap tenant keys
 //! cargo run --release --example server -- keys generate
 //! cargo run --release --example server -- incident --as ops@example.com --code 123456 list
+//! cargo run --release --example server -- backup create   # to LEADMAPS_BACKUP_URL
+//! cargo run --release --example server -- backup list
+//! cargo run --release --example server -- backup restore --name leadmaps-...lmbk
 //! ```
 //!
 //! Configuration, from flags or the environment:
@@ -24,6 +27,10 @@
 //!   and overdue notices go; `LEADMAPS_BREACH_INTERVAL` (seconds, default 60): how often the
 //!   breach notifier runs; `LEADMAPS_BREACH_RULES`: a JSON file of extra rule sets (an array of
 //!   `leadmaps::breach::RuleSet`), beside the built-in GDPR one.
+//! - `LEADMAPS_BACKUP_URL` (`s3://bucket/prefix` or `file:///directory`), with
+//!   `LEADMAPS_BACKUP_S3_ENDPOINT`, `LEADMAPS_BACKUP_S3_REGION`, `AWS_ACCESS_KEY_ID` and
+//!   `AWS_SECRET_ACCESS_KEY` for S3-compatible storage (Backblaze B2 included): where
+//!   `backup create|list|restore` keep encrypted backups (see leadmaps-backup's README).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,6 +71,7 @@ use leadmaps_axum::auth::{AuthServices, AuthState, auth_routes, staff_routes};
 use leadmaps_axum::dashboard::{DashboardState, dashboard_routes};
 use leadmaps_axum::staff::{ImpersonationState, impersonation_routes};
 use leadmaps_axum::{CollectorState, RateLimit, collector_routes, harden};
+use leadmaps_backup::{BackupKeys, BackupTarget, Database, S3Options};
 use leadmaps_store_postgres::{PostgresConfig, PostgresStore};
 use leadmaps_store_sqlite::SqliteStore;
 
@@ -164,6 +172,14 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Encrypted backups of the database: create, list, restore (into an empty database).
+    Backup {
+        /// Where backups are kept: s3://bucket/prefix or file:///directory.
+        #[arg(long = "to", env = "LEADMAPS_BACKUP_URL", global = true)]
+        target: Option<String>,
+        #[command(subcommand)]
+        command: BackupCommand,
     },
     /// Security incidents and their GDPR breach clocks (staff only: name yourself with --as and
     /// prove it with a current TOTP code).
@@ -272,6 +288,20 @@ enum IncidentCommand {
         /// The incident.
         #[arg(long)]
         id: IncidentId,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Snapshot the database, encrypt it under the primary KEK's backup key, and upload it.
+    Create,
+    /// List the backups at the target: name, size, creation time, source, schema, KEK.
+    List,
+    /// Restore a backup into the (empty) database given by --database, after verifying it.
+    Restore {
+        /// The backup's name, as `backup list` shows it.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -387,6 +417,9 @@ async fn main() -> Result<(), BoxError> {
     }
     if let Some(Command::Doctor) = &cli.command {
         return doctor(&cli.database).await;
+    }
+    if let Some(Command::Backup { target, command }) = &cli.command {
+        return backup(&cli.database, cli.region, target.as_deref(), command).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gate = Gate::new(clock.clone());
@@ -672,7 +705,8 @@ async fn main() -> Result<(), BoxError> {
         Command::Keys {
             command: KeysCommand::Generate,
         }
-        | Command::Doctor => unreachable!("handled above"),
+        | Command::Doctor
+        | Command::Backup { .. } => unreachable!("handled above"),
     }
 }
 
@@ -690,6 +724,189 @@ async fn doctor(database: &str) -> Result<(), BoxError> {
         Ok(())
     } else {
         std::process::exit(1);
+    }
+}
+
+/// `backup create|list|restore`. A restore never opens the store first: that would write key
+/// checks into the database that must stay empty.
+async fn backup(
+    database: &str,
+    region: Region,
+    target: Option<&str>,
+    command: &BackupCommand,
+) -> Result<(), BoxError> {
+    match backup_command(database, region, target, command).await {
+        Ok(()) => Ok(()),
+        Err(BackupFailure::Other(error)) => Err(error),
+        Err(BackupFailure::Backup(error)) => {
+            // Shown by its message (and its cause's, which includes the rest), not its debug
+            // form: "backup is corrupt or was not made with these keys" is what to read.
+            match std::error::Error::source(&error) {
+                Some(cause) => eprintln!("error: {error}: {cause}"),
+                None => eprintln!("error: {error}"),
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+enum BackupFailure {
+    Backup(leadmaps_backup::Error),
+    Other(BoxError),
+}
+
+impl From<leadmaps_backup::Error> for BackupFailure {
+    fn from(error: leadmaps_backup::Error) -> Self {
+        BackupFailure::Backup(error)
+    }
+}
+
+impl From<BoxError> for BackupFailure {
+    fn from(error: BoxError) -> Self {
+        BackupFailure::Other(error)
+    }
+}
+
+impl From<leadmaps::Error> for BackupFailure {
+    fn from(error: leadmaps::Error) -> Self {
+        BackupFailure::Other(error.into())
+    }
+}
+
+impl From<&str> for BackupFailure {
+    fn from(error: &str) -> Self {
+        BackupFailure::Other(error.into())
+    }
+}
+
+async fn backup_command(
+    database: &str,
+    region: Region,
+    target: Option<&str>,
+    command: &BackupCommand,
+) -> Result<(), BackupFailure> {
+    let target = target.ok_or("give the backup target with --to or LEADMAPS_BACKUP_URL")?;
+    let target = BackupTarget::from_url(target, &S3Options::from_env())?;
+    match command {
+        BackupCommand::List => {
+            let entries = leadmaps_backup::list(&target).await?;
+            println!(
+                "{:<64} {:>12}  {:<20}  {:<8}  {:>6}  {:>3}",
+                "NAME", "BYTES", "CREATED (UTC)", "SOURCE", "SCHEMA", "KEK"
+            );
+            for entry in &entries {
+                match &entry.header {
+                    Some(h) => println!(
+                        "{:<64} {:>12}  {:<20}  {:<8}  {:>6}  {:>3}",
+                        entry.name,
+                        entry.size,
+                        rfc3339(h.created_at),
+                        h.source.as_str(),
+                        h.schema_version,
+                        h.kek_id
+                    ),
+                    None => println!(
+                        "{:<64} {:>12}  {:<20}  (no readable backup header)",
+                        entry.name,
+                        entry.size,
+                        rfc3339(entry.stored_at)
+                    ),
+                }
+            }
+            eprintln!("{} backups at {target}", entries.len());
+            Ok(())
+        }
+        BackupCommand::Create => {
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let ring = load_ring(database).await?;
+            // The key self-test first: a backup under a KEK that does not match the database
+            // would restore a database whose secrets nobody can open.
+            let store = open_store(database, region).await?;
+            Vault::start(ring.clone(), store, clock.clone()).await?;
+            let keys = BackupKeys::new(&ring);
+            let bar = ByteProgress::new("uploaded");
+            let made = leadmaps_backup::create(
+                &Database::from_url(database)?,
+                &target,
+                &keys,
+                clock.as_ref(),
+                &bar,
+            )
+            .await;
+            bar.0.finish_and_clear();
+            let made = made?;
+            println!(
+                "backup {}
+bytes  {}
+kek    {}
+target {target}",
+                made.name, made.size, made.header.kek_id
+            );
+            Ok(())
+        }
+        BackupCommand::Restore { name } => {
+            let ring = load_ring(database).await?;
+            let keys = BackupKeys::new(&ring);
+            let bar = ByteProgress::new("verified");
+            let report = leadmaps_backup::restore(
+                &target,
+                name,
+                &keys,
+                &Database::from_url(database)?,
+                &bar,
+            )
+            .await;
+            bar.0.finish_and_clear();
+            let report = report?;
+            let rows: u64 = report.tables.iter().map(|(_, rows)| rows).sum();
+            println!(
+                "restored {name}: {} tables, {rows} rows, made {} from {} (schema {})",
+                report.tables.len(),
+                rfc3339(report.header.created_at),
+                report.header.source.as_str(),
+                report.header.schema_version
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A progress bar in bytes on stderr, hidden when stderr is not a terminal.
+struct ByteProgress(indicatif::ProgressBar);
+
+impl ByteProgress {
+    fn new(verb: &str) -> Self {
+        use std::io::IsTerminal as _;
+        let bar = if std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::no_length()
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{spinner}} {{bytes}} {verb} ({{binary_bytes_per_sec}}, {{elapsed}})"
+            ))
+            .expect("a valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self(bar)
+    }
+}
+
+impl leadmaps_backup::Progress for ByteProgress {
+    fn total(&self, bytes: u64) {
+        self.0.set_length(bytes);
+        self.0.set_style(
+            indicatif::ProgressStyle::with_template(
+                "[{bar:40}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, eta {eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+    }
+
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
     }
 }
 

@@ -29,6 +29,10 @@ pub use leadmaps_saml as saml;
 #[cfg(feature = "oidc")]
 pub use leadmaps_oidc as oidc;
 
+/// Encrypted backups of the SQLite and Postgres stores.
+#[cfg(feature = "backup")]
+pub use leadmaps_backup as backup;
+
 /// The Postgres store.
 #[cfg(feature = "postgres")]
 pub use leadmaps_store_postgres as postgres;
