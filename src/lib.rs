@@ -5,8 +5,8 @@
 
 pub use leadmaps_core as core;
 pub use leadmaps_core::{
-    Error, ErrorKind, Result, audit, auth, breach, clock, crypto, ingest, mail, memory, policy,
-    store, tenancy,
+    Error, ErrorKind, Result, audit, auth, breach, clock, crypto, ingest, legal, mail, memory,
+    policy, scrub, store, tenancy, vulnerability,
 };
 
 /// The embedded SQLite store.
@@ -24,6 +24,10 @@ pub use leadmaps_smtp as smtp;
 /// The SAML 2.0 service provider (samael with xmlsec1; the only OpenSSL in leadmaps).
 #[cfg(feature = "saml")]
 pub use leadmaps_saml as saml;
+
+/// Error reporting without personal data: the scrubbing tracing layer.
+#[cfg(feature = "telemetry")]
+pub use leadmaps_telemetry as telemetry;
 
 /// The Postgres store.
 #[cfg(feature = "postgres")]

@@ -14,6 +14,7 @@
 
 mod audit;
 mod breach;
+mod legal;
 mod policy;
 
 use std::future::Future;
@@ -97,6 +98,9 @@ checks!(
     breach_deliveries_are_claimed_once,
     breach_notice_and_its_audit_record_commit_together,
     breach_admin_addresses_are_the_workspace_admins,
+    vulnerability_reports_keep_their_receipt_and_open_incidents,
+    dpa_acceptance_is_audited_and_stays_in_its_workspace,
+    subprocessor_changes_reach_every_admin_once,
     ]
 );
 
@@ -114,6 +118,11 @@ pub use breach::{
     breach_admin_addresses_are_the_workspace_admins, breach_deliveries_are_claimed_once,
     breach_incidents_and_register_commit_together,
     breach_notice_and_its_audit_record_commit_together,
+};
+pub use legal::{
+    dpa_acceptance_is_audited_and_stays_in_its_workspace,
+    subprocessor_changes_reach_every_admin_once,
+    vulnerability_reports_keep_their_receipt_and_open_incidents,
 };
 
 /// Runs every check, each on a fresh store from `fresh`, printing each name as it passes.

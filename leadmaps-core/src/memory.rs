@@ -2,6 +2,8 @@
 //! trying leadmaps out. Data lives as long as the value.
 
 mod breach;
+mod legal;
+mod vulnerability;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -60,6 +62,10 @@ struct State {
     audit: HashMap<WorkspaceId, Vec<AuditRecord>>,
     checkpoints: HashMap<WorkspaceId, Vec<Checkpoint>>,
     breach: breach::BreachState,
+    reports:
+        std::collections::BTreeMap<crate::vulnerability::ReportId, crate::vulnerability::Report>,
+    dpa: HashMap<WorkspaceId, Vec<crate::legal::DpaAcceptance>>,
+    notices: HashMap<WorkspaceId, Vec<crate::legal::SubprocessorNotice>>,
 }
 
 impl State {

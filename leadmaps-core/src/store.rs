@@ -444,6 +444,8 @@ pub trait Store:
     + crate::audit::AuditStore
     + crate::auth::impersonation::GrantStore
     + crate::breach::BreachStore
+    + crate::vulnerability::VulnerabilityStore
+    + crate::legal::LegalStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {

@@ -176,11 +176,15 @@ pub enum Action {
     AuditRead,
     /// Delete events older than the workspace's retention period.
     RetentionEnforce,
+    /// Read the sub-processor register and the workspace's DPA acceptances.
+    LegalRead,
+    /// Accept the data processing agreement for the workspace.
+    LegalAccept,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 13] = [
         Action::WorkspaceCreate,
         Action::WorkspaceRead,
         Action::WorkspaceUpdate,
@@ -192,6 +196,8 @@ impl Action {
         Action::MemberManage,
         Action::AuditRead,
         Action::RetentionEnforce,
+        Action::LegalRead,
+        Action::LegalAccept,
     ];
 
     /// The stable dotted name, for storage and APIs.
@@ -208,6 +214,8 @@ impl Action {
             Action::MemberManage => "member.manage",
             Action::AuditRead => "audit.read",
             Action::RetentionEnforce => "retention.enforce",
+            Action::LegalRead => "legal.read",
+            Action::LegalAccept => "legal.accept",
         }
     }
 
@@ -220,7 +228,11 @@ impl Action {
     pub const fn is_read_only(self) -> bool {
         matches!(
             self,
-            Action::WorkspaceRead | Action::EventRead | Action::SecretRead | Action::AuditRead
+            Action::WorkspaceRead
+                | Action::EventRead
+                | Action::SecretRead
+                | Action::AuditRead
+                | Action::LegalRead
         )
     }
 }
@@ -247,7 +259,9 @@ impl Role {
             | Action::SecretWrite
             | Action::KeyManage
             | Action::MemberManage
-            | Action::AuditRead => matches!(self, Role::Admin),
+            | Action::AuditRead
+            | Action::LegalRead
+            | Action::LegalAccept => matches!(self, Role::Admin),
             Action::WorkspaceCreate | Action::EventIngest | Action::RetentionEnforce => false,
         }
     }
@@ -285,11 +299,14 @@ pub enum SystemTask {
     /// The breach notifier: reads who administers an affected workspace (to e-mail them) and
     /// records in that workspace's audit log the notification it received.
     Breach,
+    /// The sub-processor notifier: reads who administers a workspace (to e-mail them about a
+    /// change of the sub-processor register) and records the notice in its audit log.
+    Legal,
 }
 
 impl SystemTask {
     /// Every task.
-    pub const ALL: [SystemTask; 7] = [
+    pub const ALL: [SystemTask; 8] = [
         SystemTask::Provisioning,
         SystemTask::KeyRotation,
         SystemTask::SaltRotation,
@@ -297,6 +314,7 @@ impl SystemTask {
         SystemTask::Identity,
         SystemTask::Audit,
         SystemTask::Breach,
+        SystemTask::Legal,
     ];
 
     /// The stable name, for storage (audit records name the task that acted).
@@ -309,6 +327,7 @@ impl SystemTask {
             SystemTask::Identity => "identity",
             SystemTask::Audit => "audit",
             SystemTask::Breach => "breach",
+            SystemTask::Legal => "legal",
         }
     }
 
@@ -331,6 +350,7 @@ impl SystemTask {
             SystemTask::Retention => matches!(action, Action::RetentionEnforce),
             SystemTask::Audit => matches!(action, Action::AuditRead),
             SystemTask::Breach => matches!(action, Action::WorkspaceRead),
+            SystemTask::Legal => matches!(action, Action::WorkspaceRead | Action::LegalRead),
         }
     }
 }
@@ -597,6 +617,8 @@ impl Gate {
                     Action::WorkspaceCreate | Action::EventIngest | Action::SecretRead => false,
                     Action::RetentionEnforce => false,
                     Action::KeyManage | Action::MemberManage | Action::SecretWrite => false,
+                    // Only the customer accepts their contract.
+                    Action::LegalAccept => false,
                     other => other.is_read_only() || grant.write,
                 };
                 if !allowed {

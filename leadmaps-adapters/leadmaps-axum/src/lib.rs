@@ -17,6 +17,7 @@ mod collector;
 pub mod dashboard;
 mod headers;
 mod limiter;
+pub mod security_txt;
 pub mod staff;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -73,6 +73,7 @@ migrations!(
     (9, "audit"),
     (10, "workspace_controls"),
     (11, "breach"),
+    (13, "vulnerabilities"),
 );
 
 /// The schema version this build needs.

@@ -10,11 +10,13 @@ mod events;
 mod grants;
 mod identity;
 mod keys;
+mod legal;
 mod migrate;
 mod salts;
 mod secrets;
 mod sites;
 mod sql;
+mod vulnerability;
 mod workspaces;
 
 use std::path::Path;

@@ -112,6 +112,14 @@ audit_actions! {
     /// legal basis, its deadline, when it was sent, the subject and how many admins it went to
     /// (never their addresses).
     BreachNotificationSent = "breach.notification_sent", visible: true;
+    /// The workspace's admins were e-mailed about a new version of the sub-processor register.
+    /// Target: the register version (`subprocessors`); before/after: the previous and the new
+    /// register; after also holds the change (added, removed, changed vendors), when it was sent
+    /// and to how many admins (never their addresses).
+    SubprocessorsChanged = "subprocessors.changed", visible: true;
+    /// The workspace accepted a version of the data processing agreement. Target: the DPA
+    /// version (`dpa`); after: `{"version": ..., "accepted_at": ...}`; the actor is who accepted.
+    DpaAccepted = "dpa.accepted", visible: true;
 }
 
 impl AuditAction {
