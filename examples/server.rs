@@ -62,18 +62,22 @@ use leadmaps::clock::{Clock, SystemClock};
 use leadmaps::crypto::{EnvKeyProvider, FileKeyProvider, KeyRing, Vault};
 use leadmaps::ingest::privacy::Salts;
 use leadmaps::ingest::{Collector, CollectorConfig};
+use leadmaps::legal::{RegisterBook, SubprocessorNotifier};
 use leadmaps::mail::{Email, Mailer};
 use leadmaps::policy::RetentionJob;
 use leadmaps::store::Store;
 use leadmaps::tenancy::{Action, Gate, Principal, Region, SystemTask, WorkspaceId};
 use leadmaps::tenancy::{Role, StaffId, UserId};
+use leadmaps::vulnerability::Intake;
 use leadmaps_axum::auth::{AuthServices, AuthState, auth_routes, staff_routes};
 use leadmaps_axum::dashboard::{DashboardState, dashboard_routes};
+use leadmaps_axum::security_txt::{SecurityTxt, security_txt_routes};
 use leadmaps_axum::staff::{ImpersonationState, impersonation_routes};
 use leadmaps_axum::{CollectorState, RateLimit, collector_routes, harden};
 use leadmaps_backup::{BackupKeys, BackupTarget, Database, S3Options};
 use leadmaps_store_postgres::{PostgresConfig, PostgresStore};
 use leadmaps_store_sqlite::SqliteStore;
+use leadmaps_telemetry::{LineReporter, ScrubLayer};
 
 const DEFAULT_DATABASE: &str = "leadmaps-data/leadmaps.db";
 
@@ -142,6 +146,46 @@ struct Cli {
     /// A JSON file of extra breach rule sets (an array), beside the built-in GDPR one.
     #[arg(long, env = "LEADMAPS_BREACH_RULES", global = true)]
     breach_rules: Option<PathBuf>,
+    /// security.txt `Contact` URIs (comma-separated `mailto:`, `https://` or `tel:`); without
+    /// one, `/.well-known/security.txt` answers 404.
+    #[arg(
+        long,
+        env = "LEADMAPS_SECURITY_CONTACT",
+        value_delimiter = ',',
+        global = true
+    )]
+    security_contact: Vec<String>,
+    /// security.txt `Policy`: the disclosure policy's https:// address.
+    #[arg(long, env = "LEADMAPS_SECURITY_POLICY", global = true)]
+    security_policy: Option<String>,
+    /// security.txt `Preferred-Languages` (comma-separated language tags).
+    #[arg(
+        long,
+        env = "LEADMAPS_SECURITY_LANGUAGES",
+        value_delimiter = ',',
+        default_value = "en",
+        global = true
+    )]
+    security_languages: Vec<String>,
+    /// Days until security.txt's `Expires` (capped below a year).
+    #[arg(
+        long,
+        env = "LEADMAPS_SECURITY_EXPIRES_DAYS",
+        default_value_t = 180,
+        global = true
+    )]
+    security_expires_days: i64,
+    /// A JSON file of sub-processor register versions (an array); the example seed otherwise.
+    #[arg(long, env = "LEADMAPS_SUBPROCESSORS", global = true)]
+    subprocessors: Option<PathBuf>,
+    /// The DPA version workspaces accept.
+    #[arg(
+        long,
+        env = "LEADMAPS_DPA_VERSION",
+        default_value = "2026-01",
+        global = true
+    )]
+    dpa_version: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -399,12 +443,21 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    // Every log line leaves the process scrubbed of e-mail addresses, IPs, tokens, API keys and
+    // cookies: the scrubbing layer writes the lines itself (there is no unscrubbed fmt layer).
+    {
+        use tracing_subscriber::prelude::*;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with(ScrubLayer::new(
+                Arc::new(LineReporter::default()),
+                Arc::new(SystemClock),
+            ))
+            .init();
+    }
     let cli = Cli::parse();
     // The process-wide TLS provider (for HTTPS and SMTP): ring. Libraries never choose it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -461,10 +514,36 @@ async fn main() -> Result<(), BoxError> {
                     .collect::<Result<_, _>>()?,
                 every: Duration::from_secs(cli.breach_interval.max(1)),
             };
+            let canonical = mail.public_url.starts_with("https://").then(|| {
+                format!(
+                    "{}/.well-known/security.txt",
+                    mail.public_url.trim_end_matches('/')
+                )
+            });
+            let legal = LegalSettings {
+                security_txt: SecurityTxt {
+                    contact: cli.security_contact.clone(),
+                    expires_in: time::Duration::days(cli.security_expires_days),
+                    policy: cli.security_policy.clone(),
+                    preferred_languages: cli.security_languages.clone(),
+                    canonical,
+                },
+                subprocessors: Arc::new(match &cli.subprocessors {
+                    Some(path) => RegisterBook::from_json(&std::fs::read_to_string(path)?)?,
+                    None => RegisterBook::default(),
+                }),
+                dpa_version: cli.dpa_version.clone(),
+            };
+            if legal.security_txt.validate().is_err() {
+                tracing::warn!(
+                    "security.txt is not served: set LEADMAPS_SECURITY_CONTACT to mailto:, https:// or tel: URIs"
+                );
+            }
             serve(
                 listen,
                 mail,
                 breach,
+                legal,
                 cli.region,
                 cli.trusted_proxies,
                 store,
@@ -1047,6 +1126,7 @@ async fn serve(
     listen: Listen,
     mail: MailSettings,
     breach: BreachSettings,
+    legal: LegalSettings,
     region: Region,
     trusted_proxies: Vec<IpNet>,
     store: Arc<dyn Store>,
@@ -1117,12 +1197,21 @@ async fn serve(
             mail.public_url.clone(),
             trusted_proxies.clone(),
         )
-        .with_incidents(engine.clone()),
+        .with_incidents(engine.clone())
+        .with_vulnerabilities(Arc::new(Intake::new(store.clone(), (*engine).clone()))),
     );
     let dashboard = Arc::new(
         DashboardState::new(store.clone(), keys.clone(), gate.clone())
             .with_sessions(sessions, totp)
-            .with_trusted_proxies(trusted_proxies.clone()),
+            .with_trusted_proxies(trusted_proxies.clone())
+            .with_legal(legal.subprocessors.clone(), legal.dpa_version.clone()),
+    );
+    let subprocessor_notifier = SubprocessorNotifier::new(
+        store.clone(),
+        mailer.clone(),
+        gate.clone(),
+        legal.subprocessors.clone(),
+        clock.clone(),
     );
     let impersonation = Arc::new(ImpersonationState::new(
         auth.clone(),
@@ -1141,11 +1230,16 @@ async fn serve(
         directory.clone(),
     ));
     let scim = Arc::new(leadmaps_axum::scim::ScimState::new(directory, keys));
+    let security_txt = security_txt_routes(legal.security_txt, clock.clone());
     let (collector, batcher) =
         Collector::over_store(store.clone(), vault, gate.clone(), clock, config);
     let collector = Arc::new(collector);
     let batcher = tokio::spawn(batcher.run());
     let breach_job = tokio::spawn(notify_breaches(notifier, breach.every));
+    let subprocessor_job = tokio::spawn(notify_subprocessor_changes(
+        subprocessor_notifier,
+        breach.every,
+    ));
     let salt_job = tokio::spawn(destroy_expired_salts(salts, gate));
     let checkpoint_job = tokio::spawn(write_checkpoints(audit_job));
     let retention_job = tokio::spawn(enforce_retention(retention_job));
@@ -1168,6 +1262,7 @@ async fn serve(
             .merge(leadmaps_axum::sso::sso_admin_routes(sso_admin))
             .merge(leadmaps_axum::scim::scim_routes(scim))
             .merge(leadmaps_oidc::oidc_routes(oidc))
+            .merge(security_txt)
             .merge(
                 Router::new()
                     .route("/healthz", get(|| async { "ok" }))
@@ -1199,6 +1294,7 @@ async fn serve(
     checkpoint_job.abort();
     retention_job.abort();
     breach_job.abort();
+    subprocessor_job.abort();
     drop(ops);
     batcher.await?;
     tracing::info!("queue drained; stopped");
@@ -1296,6 +1392,12 @@ async fn shutdown() {
     tracing::info!("shutting down: draining the ingest queue");
 }
 
+struct LegalSettings {
+    security_txt: SecurityTxt,
+    subprocessors: Arc<RegisterBook>,
+    dpa_version: String,
+}
+
 struct BreachSettings {
     rules: RuleBook,
     contacts: Vec<leadmaps::mail::Address>,
@@ -1335,6 +1437,31 @@ async fn notify_breaches(notifier: Notifier, every: Duration) {
                 }
             }
             Err(e) => tracing::warn!(kind = ?e.kind(), "breach notifier run failed; will retry"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Tells every workspace's admins about a new version of the sub-processor register, once per
+/// workspace (the store keeps the notices), on the breach notifier's interval.
+async fn notify_subprocessor_changes(notifier: SubprocessorNotifier, every: Duration) {
+    loop {
+        match notifier.run().await {
+            Ok(report) => {
+                if report.notified > 0 {
+                    tracing::info!(
+                        workspaces = report.notified,
+                        "sub-processor change notices sent"
+                    );
+                }
+                if report.failed > 0 {
+                    tracing::warn!(
+                        workspaces = report.failed,
+                        "sub-processor change notices failed; will retry"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(kind = ?e.kind(), "sub-processor notifier failed; will retry"),
         }
         tokio::time::sleep(every).await;
     }

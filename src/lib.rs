@@ -5,8 +5,8 @@
 
 pub use leadmaps_core as core;
 pub use leadmaps_core::{
-    Error, ErrorKind, Result, audit, auth, breach, clock, crypto, ingest, mail, memory, policy,
-    scim, sso, store, tenancy,
+    Error, ErrorKind, Result, audit, auth, breach, clock, crypto, ingest, legal, mail, memory,
+    policy, scim, scrub, sso, store, tenancy, vulnerability,
 };
 
 /// The embedded SQLite store.
@@ -32,6 +32,10 @@ pub use leadmaps_oidc as oidc;
 /// Encrypted backups of the SQLite and Postgres stores.
 #[cfg(feature = "backup")]
 pub use leadmaps_backup as backup;
+
+/// Error reporting without personal data: the scrubbing tracing layer.
+#[cfg(feature = "telemetry")]
+pub use leadmaps_telemetry as telemetry;
 
 /// The Postgres store.
 #[cfg(feature = "postgres")]

@@ -14,6 +14,7 @@
 
 mod audit;
 mod breach;
+mod legal;
 mod policy;
 mod sso;
 
@@ -103,6 +104,9 @@ checks!(
     sso_sessions_are_bound_to_their_workspace,
     scim_writes_provision_and_deprovision,
     scim_resources_are_unique_versioned_and_isolated,
+    vulnerability_reports_keep_their_receipt_and_open_incidents,
+    dpa_acceptance_is_audited_and_stays_in_its_workspace,
+    subprocessor_changes_reach_every_admin_once,
     ]
 );
 
@@ -126,6 +130,11 @@ pub use breach::{
     breach_admin_addresses_are_the_workspace_admins, breach_deliveries_are_claimed_once,
     breach_incidents_and_register_commit_together,
     breach_notice_and_its_audit_record_commit_together,
+};
+pub use legal::{
+    dpa_acceptance_is_audited_and_stays_in_its_workspace,
+    subprocessor_changes_reach_every_admin_once,
+    vulnerability_reports_keep_their_receipt_and_open_incidents,
 };
 
 /// Runs every check, each on a fresh store from `fresh`, printing each name as it passes.

@@ -2,7 +2,9 @@
 //! trying leadmaps out. Data lives as long as the value.
 
 mod breach;
+mod legal;
 mod sso;
+mod vulnerability;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -62,6 +64,10 @@ struct State {
     checkpoints: HashMap<WorkspaceId, Vec<Checkpoint>>,
     breach: breach::BreachState,
     sso: sso::SsoState,
+    reports:
+        std::collections::BTreeMap<crate::vulnerability::ReportId, crate::vulnerability::Report>,
+    dpa: HashMap<WorkspaceId, Vec<crate::legal::DpaAcceptance>>,
+    notices: HashMap<WorkspaceId, Vec<crate::legal::SubprocessorNotice>>,
 }
 
 impl State {

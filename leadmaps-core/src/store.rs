@@ -476,6 +476,8 @@ pub trait Store:
     + crate::breach::BreachStore
     + crate::sso::SsoStore
     + crate::scim::ScimStore
+    + crate::vulnerability::VulnerabilityStore
+    + crate::legal::LegalStore
 {
     /// What this store supports.
     fn capabilities(&self) -> Capabilities {

@@ -179,11 +179,15 @@ pub enum Action {
     /// Provision and deprovision the workspace's users and groups from its identity provider
     /// (SCIM). Only a directory token (an API key made for it) holds it.
     DirectorySync,
+    /// Read the sub-processor register and the workspace's DPA acceptances.
+    LegalRead,
+    /// Accept the data processing agreement for the workspace.
+    LegalAccept,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 14] = [
         Action::WorkspaceCreate,
         Action::WorkspaceRead,
         Action::WorkspaceUpdate,
@@ -196,6 +200,8 @@ impl Action {
         Action::AuditRead,
         Action::RetentionEnforce,
         Action::DirectorySync,
+        Action::LegalRead,
+        Action::LegalAccept,
     ];
 
     /// The stable dotted name, for storage and APIs.
@@ -213,6 +219,8 @@ impl Action {
             Action::AuditRead => "audit.read",
             Action::RetentionEnforce => "retention.enforce",
             Action::DirectorySync => "directory.sync",
+            Action::LegalRead => "legal.read",
+            Action::LegalAccept => "legal.accept",
         }
     }
 
@@ -225,7 +233,11 @@ impl Action {
     pub const fn is_read_only(self) -> bool {
         matches!(
             self,
-            Action::WorkspaceRead | Action::EventRead | Action::SecretRead | Action::AuditRead
+            Action::WorkspaceRead
+                | Action::EventRead
+                | Action::SecretRead
+                | Action::AuditRead
+                | Action::LegalRead
         )
     }
 }
@@ -252,7 +264,9 @@ impl Role {
             | Action::SecretWrite
             | Action::KeyManage
             | Action::MemberManage
-            | Action::AuditRead => matches!(self, Role::Admin),
+            | Action::AuditRead
+            | Action::LegalRead
+            | Action::LegalAccept => matches!(self, Role::Admin),
             Action::WorkspaceCreate
             | Action::EventIngest
             | Action::RetentionEnforce
@@ -296,11 +310,14 @@ pub enum SystemTask {
     /// Single sign-on before anyone is signed in: reading a workspace's identity-provider
     /// settings, opening its client secret, and recording logins and failed logins.
     SingleSignOn,
+    /// The sub-processor notifier: reads who administers a workspace (to e-mail them about a
+    /// change of the sub-processor register) and records the notice in its audit log.
+    Legal,
 }
 
 impl SystemTask {
     /// Every task.
-    pub const ALL: [SystemTask; 8] = [
+    pub const ALL: [SystemTask; 9] = [
         SystemTask::Provisioning,
         SystemTask::KeyRotation,
         SystemTask::SaltRotation,
@@ -309,6 +326,7 @@ impl SystemTask {
         SystemTask::Audit,
         SystemTask::Breach,
         SystemTask::SingleSignOn,
+        SystemTask::Legal,
     ];
 
     /// The stable name, for storage (audit records name the task that acted).
@@ -322,6 +340,7 @@ impl SystemTask {
             SystemTask::Audit => "audit",
             SystemTask::Breach => "breach",
             SystemTask::SingleSignOn => "sso",
+            SystemTask::Legal => "legal",
         }
     }
 
@@ -347,6 +366,7 @@ impl SystemTask {
             SystemTask::SingleSignOn => {
                 matches!(action, Action::WorkspaceRead | Action::SecretRead)
             }
+            SystemTask::Legal => matches!(action, Action::WorkspaceRead | Action::LegalRead),
         }
     }
 }
@@ -621,6 +641,8 @@ impl Gate {
                     Action::WorkspaceCreate | Action::EventIngest | Action::SecretRead => false,
                     Action::RetentionEnforce | Action::DirectorySync => false,
                     Action::KeyManage | Action::MemberManage | Action::SecretWrite => false,
+                    // Only the customer accepts their contract.
+                    Action::LegalAccept => false,
                     other => other.is_read_only() || grant.write,
                 };
                 if !allowed {

@@ -52,6 +52,7 @@ use serde_json::json;
 use crate::client::{client_ip, peer_ip};
 
 mod incidents;
+mod vulnerabilities;
 
 /// The services the sign-in routes use.
 pub struct AuthServices {
@@ -82,6 +83,8 @@ pub struct AuthState {
     trusted_proxies: Vec<IpNet>,
     /// The breach engine behind the staff incident routes, when configured.
     incidents: Option<Arc<leadmaps_core::breach::Engine>>,
+    /// The vulnerability intake behind the staff vulnerability routes, when configured.
+    vulnerabilities: Option<Arc<leadmaps_core::vulnerability::Intake>>,
 }
 
 impl std::fmt::Debug for AuthState {
@@ -104,6 +107,7 @@ impl AuthState {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             trusted_proxies,
             incidents: None,
+            vulnerabilities: None,
         }
     }
 
@@ -112,6 +116,17 @@ impl AuthState {
     #[must_use]
     pub fn with_incidents(mut self, engine: Arc<leadmaps_core::breach::Engine>) -> Self {
         self.incidents = Some(engine);
+        self
+    }
+
+    /// Serves the staff vulnerability routes (`/staff/api/v1/vulnerabilities`) with `intake`;
+    /// without it they answer 404 to staff.
+    #[must_use]
+    pub fn with_vulnerabilities(
+        mut self,
+        intake: Arc<leadmaps_core::vulnerability::Intake>,
+    ) -> Self {
+        self.vulnerabilities = Some(intake);
         self
     }
 
@@ -264,6 +279,7 @@ pub fn staff_routes(state: Arc<AuthState>) -> Router {
             post(staff_sign_out_everywhere),
         )
         .merge(incidents::routes())
+        .merge(vulnerabilities::routes())
         .with_state(ctx)
 }
 
@@ -293,6 +309,20 @@ pub const STAFF_ROUTES: &[(&str, &str)] = &[
     (
         "GET",
         "/staff/api/v1/incidents/00000000-0000-0000-0000-000000000000/draft?format=md",
+    ),
+    ("GET", "/staff/api/v1/vulnerabilities"),
+    ("POST", "/staff/api/v1/vulnerabilities"),
+    (
+        "GET",
+        "/staff/api/v1/vulnerabilities/00000000-0000-0000-0000-000000000000",
+    ),
+    (
+        "POST",
+        "/staff/api/v1/vulnerabilities/00000000-0000-0000-0000-000000000000/obligations/00000000-0000-0000-0000-000000000000/ack",
+    ),
+    (
+        "POST",
+        "/staff/api/v1/vulnerabilities/00000000-0000-0000-0000-000000000000/close",
     ),
 ];
 

@@ -21,6 +21,7 @@ use leadmaps_core::audit::{AUDIT_PAGE, AuditAction, AuditRecord};
 use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::session::Sessions;
 use leadmaps_core::auth::totp::{FactorState, Subject, TotpFactors};
+use leadmaps_core::legal::{DpaAcceptance, RegisterBook};
 use leadmaps_core::policy::IpAllowlist;
 use leadmaps_core::store::{PolicyChange, Store};
 use leadmaps_core::tenancy::{Action, Denied, Gate, Principal, Scope, WorkspaceId};
@@ -35,7 +36,13 @@ pub struct DashboardState {
     pub(crate) gate: Gate,
     sessions: Option<(Arc<Sessions>, Arc<TotpFactors>)>,
     trusted_proxies: Vec<IpNet>,
+    subprocessors: Arc<RegisterBook>,
+    dpa_version: String,
 }
+
+/// The DPA version workspaces accept unless the state is given another
+/// ([`DashboardState::with_legal`]).
+pub const DEFAULT_DPA_VERSION: &str = "2026-01";
 
 impl std::fmt::Debug for DashboardState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,7 +59,18 @@ impl DashboardState {
             gate,
             sessions: None,
             trusted_proxies: Vec::new(),
+            subprocessors: Arc::new(RegisterBook::default()),
+            dpa_version: DEFAULT_DPA_VERSION.to_owned(),
         }
+    }
+
+    /// The sub-processor register shown at `/api/v1/legal/subprocessors` (by default
+    /// [`RegisterBook::default`], the example seed) and the DPA version workspaces accept.
+    #[must_use]
+    pub fn with_legal(mut self, book: Arc<RegisterBook>, dpa_version: impl Into<String>) -> Self {
+        self.subprocessors = book;
+        self.dpa_version = dpa_version.into();
+        self
     }
 
     /// Proxies whose `X-Forwarded-For` names the client, for workspace IP allowlists (see
@@ -102,6 +120,7 @@ pub const ROUTES: &[(&str, &str, Action)] = &[
         "/api/v1/workspaces/{id}/audit/export",
         Action::AuditRead,
     ),
+    ("GET", "/api/v1/workspaces/{id}/dpa", Action::LegalRead),
 ];
 
 /// The workspace routes.
@@ -119,6 +138,11 @@ pub fn dashboard_routes(state: Arc<DashboardState>) -> Router {
         .route("/api/v1/workspaces/{id}/retention", put(set_retention))
         .route("/api/v1/workspaces/{id}/audit", get(audit))
         .route("/api/v1/workspaces/{id}/audit/export", get(audit_export))
+        .route(
+            "/api/v1/workspaces/{id}/dpa",
+            get(dpa_acceptances).post(accept_dpa),
+        )
+        .route("/api/v1/legal/subprocessors", get(subprocessors))
         .with_state(state)
 }
 
@@ -742,4 +766,149 @@ async fn audit_export(
         HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Legal: the sub-processor register and the DPA
+
+/// The sub-processor register in force, for workspace admins: an API key with `legal.read`, or
+/// a member session admitted to `legal.read` (admins) in at least one of its workspaces, through
+/// that workspace's IP allowlist. 401 without a credential; 403 for everyone else.
+async fn subprocessors(
+    State(state): State<Arc<DashboardState>>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
+    let principal = match principal(&state, &headers).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    let candidates: Vec<WorkspaceId> = match &principal {
+        Principal::ApiKey { workspace, .. } => vec![*workspace],
+        Principal::Member { memberships, .. } => memberships.iter().map(|m| m.workspace).collect(),
+        _ => Vec::new(),
+    };
+    let request = Request {
+        peer,
+        headers: &headers,
+    };
+    let mut admitted = false;
+    for workspace in candidates {
+        if state
+            .gate
+            .authorize(&principal, workspace, Action::LegalRead)
+            .is_ok()
+            && scope(&state, &request, &workspace.to_string(), Action::LegalRead)
+                .await
+                .is_ok()
+        {
+            admitted = true;
+            break;
+        }
+    }
+    if !admitted {
+        return status(StatusCode::FORBIDDEN, "workspace admins only");
+    }
+    let Some(current) = state.subprocessors.current(state.gate.now()) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "no sub-processor register is in force",
+        );
+    };
+    let previous = state.subprocessors.previous(current);
+    axum::Json(json!({
+        "version": current.version,
+        "effective_from": current.effective_from.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "subprocessors": current.entries,
+        "previous_version": previous.map(|p| p.version.clone()),
+        "changes": previous.map(|p| current.changes_from(p)),
+        "dpa_version": state.dpa_version,
+    }))
+    .into_response()
+}
+
+fn acceptance_json(acceptance: &DpaAcceptance) -> serde_json::Value {
+    json!({
+        "version": acceptance.version,
+        "accepted_at": acceptance.accepted_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "accepted_by": {
+            "kind": acceptance.accepted_by.kind(),
+            "id": acceptance.accepted_by.subject(),
+        },
+    })
+}
+
+/// The workspace's DPA acceptances (`legal.read`: admins, or keys with it).
+async fn dpa_acceptances(
+    State(state): State<Arc<DashboardState>>,
+    Path(id): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
+    let request = Request {
+        peer,
+        headers: &headers,
+    };
+    let scope = match scope(&state, &request, &id, Action::LegalRead).await {
+        Ok(scope) => scope,
+        Err(response) => return response,
+    };
+    match state.store.dpa_acceptances(&scope).await {
+        Ok(list) => axum::Json(json!({
+            "current_version": state.dpa_version,
+            "acceptances": list.iter().map(acceptance_json).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DpaBody {
+    version: String,
+}
+
+/// Accepts the current DPA version for the workspace (`legal.accept`: admins, or keys with it;
+/// never staff): recorded with who and when, in the transaction of its `dpa.accepted` record.
+/// 422 for another version than the current one, 409 when accepted already.
+async fn accept_dpa(
+    State(state): State<Arc<DashboardState>>,
+    Path(id): Path<String>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let request = Request {
+        peer,
+        headers: &headers,
+    };
+    let scope = match scope(&state, &request, &id, Action::LegalAccept).await {
+        Ok(scope) => scope,
+        Err(response) => return response,
+    };
+    let body: DpaBody = match policy_body(&headers, &body, "expected {\"version\": \"...\"}") {
+        Ok(body) => body,
+        Err((code, message)) => return status(code, message),
+    };
+    if body.version != state.dpa_version {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "only the current DPA version can be accepted",
+        );
+    }
+    match state
+        .store
+        .accept_dpa(&scope, &body.version, state.gate.now())
+        .await
+    {
+        Ok((acceptance, _)) => (
+            StatusCode::CREATED,
+            axum::Json(acceptance_json(&acceptance)),
+        )
+            .into_response(),
+        Err(leadmaps_core::Error::Conflict(_)) => {
+            status(StatusCode::CONFLICT, "this DPA version is accepted already")
+        }
+        Err(e) => store_error(&e),
+    }
 }

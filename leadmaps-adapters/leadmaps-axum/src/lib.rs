@@ -18,6 +18,7 @@ pub mod dashboard;
 mod headers;
 mod limiter;
 pub mod scim;
+pub mod security_txt;
 pub mod sso;
 pub mod staff;
 #[cfg(feature = "tls")]

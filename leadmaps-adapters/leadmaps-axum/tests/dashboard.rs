@@ -27,6 +27,7 @@ struct World {
     b: WorkspaceId,
     key_a_read: String,
     key_a_ingest_only: String,
+    key_a_legal: String,
 }
 
 async fn world() -> World {
@@ -79,8 +80,13 @@ async fn world() -> World {
                 Action::EventRead,
                 Action::WorkspaceUpdate,
                 Action::AuditRead,
+                Action::LegalRead,
             ],
         )
+        .await
+        .unwrap();
+    let legal = keys
+        .create(&manage, "legal", &[Action::LegalAccept])
         .await
         .unwrap();
     let ingest = keys
@@ -101,6 +107,7 @@ async fn world() -> World {
         b,
         key_a_read: read.key.token.to_string(),
         key_a_ingest_only: ingest.key.token.to_string(),
+        key_a_legal: legal.key.token.to_string(),
     }
 }
 
@@ -493,4 +500,89 @@ async fn retention_is_set_in_bounds_and_recorded() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["before"]["days"], Value::Null);
     assert_eq!(records[0]["after"]["days"], 30);
+}
+
+async fn post_json(w: &World, path: &str, key: &str, body: &str) -> (StatusCode, Value) {
+    let request = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = w.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_subprocessor_register_is_shown_to_workspace_admins_only() {
+    let w = world().await;
+    let (status, _) = get(&w, "/api/v1/legal/subprocessors", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get(
+        &w,
+        "/api/v1/legal/subprocessors",
+        Some(&w.key_a_ingest_only),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a key without legal.read");
+    let (status, body) = get(&w, "/api/v1/legal/subprocessors", Some(&w.key_a_read)).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = body["subprocessors"].as_array().unwrap();
+    assert_eq!(list.len(), 8, "the seed's eight vendors");
+    for entry in list {
+        for field in ["vendor", "purpose", "region", "since"] {
+            assert!(entry[field].is_string(), "{field}");
+        }
+    }
+    assert_eq!(body["dpa_version"], "2026-01");
+}
+
+#[tokio::test]
+async fn a_dpa_acceptance_is_recorded_once_with_who_and_when_and_audited() {
+    use leadmaps_core::audit::{AuditAction, AuditStoreExt};
+    let w = world().await;
+    let url = path("/api/v1/workspaces/{id}/dpa", w.a);
+    let before = audit_count(&w, w.a).await;
+    let (status, _) = post_json(&w, &url, &w.key_a_legal, r#"{"version": "2025-01"}"#).await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "only the current version"
+    );
+    let (status, _) = post_json(&w, &url, &w.key_a_read, r#"{"version": "2026-01"}"#).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "legal.read does not accept");
+    let other = path("/api/v1/workspaces/{id}/dpa", w.b);
+    let (status, _) = post_json(&w, &other, &w.key_a_legal, r#"{"version": "2026-01"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        audit_count(&w, w.a).await,
+        before,
+        "refusals record nothing"
+    );
+
+    let (status, accepted) = post_json(&w, &url, &w.key_a_legal, r#"{"version": "2026-01"}"#).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(accepted["version"], "2026-01");
+    assert_eq!(accepted["accepted_by"]["kind"], "api_key");
+    let (status, _) = post_json(&w, &url, &w.key_a_legal, r#"{"version": "2026-01"}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let admin = Principal::member(UserId::new(), [(w.a, Role::Admin)]);
+    let scope = w.gate.authorize(&admin, w.a, Action::AuditRead).unwrap();
+    let log = w.store.all_audit_records(&scope).await.unwrap();
+    assert_eq!(log.len(), before + 1);
+    let record = log.last().unwrap();
+    assert_eq!(record.action, AuditAction::DpaAccepted);
+    assert_eq!(
+        record.actor.subject(),
+        accepted["accepted_by"]["id"].as_str().unwrap()
+    );
+    let (status, list) = get(&w, &url, Some(&w.key_a_read)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["acceptances"][0]["version"], "2026-01");
+    assert_eq!(
+        list["acceptances"][0]["accepted_at"],
+        accepted["accepted_at"]
+    );
 }

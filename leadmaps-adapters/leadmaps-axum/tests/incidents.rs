@@ -21,6 +21,7 @@ use leadmaps_core::crypto::{Kek, KeyRing, Vault};
 use leadmaps_core::mail::{Address, Outbox};
 use leadmaps_core::memory::MemoryStore;
 use leadmaps_core::tenancy::{Gate, Principal, StaffId, WorkspaceId};
+use leadmaps_core::vulnerability::Intake;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
@@ -166,7 +167,8 @@ async fn world() -> World {
         "https://app.example",
         vec![],
     )
-    .with_incidents(engine);
+    .with_incidents(engine.clone())
+    .with_vulnerabilities(Arc::new(Intake::new(store.clone(), (*engine).clone())));
     World {
         router: staff_routes(Arc::new(state)),
         outbox,
@@ -361,4 +363,100 @@ async fn staff_open_file_and_close_an_incident_over_http() {
         entries[0].actor,
         leadmaps_core::tenancy::BreachActor::Staff(_)
     ));
+}
+
+#[tokio::test]
+async fn staff_record_a_vulnerability_and_an_exploited_one_opens_an_s0_incident() {
+    let w = world().await;
+    let cookie = w.sign_in().await;
+    let received = w.clock.now() - Duration::hours(50);
+    let (status, report, text) = w
+        .call(
+            "POST",
+            "/staff/api/v1/vulnerabilities",
+            &cookie,
+            json!({
+                "title": "Session fixation on the staff realm",
+                "summary": "A pre-set cookie survives sign-in.",
+                "reporter": "reporter via the security.txt contact",
+                "severity": "high",
+                "active_exploit": true,
+                "received_at": received.format(&Rfc3339).unwrap(),
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let id = report["id"].as_str().unwrap().to_owned();
+    let obligations = report["obligations"].as_array().unwrap();
+    assert_eq!(obligations[0]["duty"], "answer_reporter");
+    assert_eq!(
+        obligations[0]["due_at"],
+        (received + Duration::hours(48)).format(&Rfc3339).unwrap()
+    );
+    assert_eq!(obligations[0]["standing"], "overdue");
+    assert_eq!(obligations[1]["duty"], "disclose");
+    assert_eq!(
+        obligations[1]["due_at"],
+        (received + Duration::days(90)).format(&Rfc3339).unwrap()
+    );
+    // The S0 incident is in the breach register, linked from the report.
+    let incident = report["incident"].as_str().expect("linked incident");
+    let (status, shown, _) = w
+        .call(
+            "GET",
+            &format!("/staff/api/v1/incidents/{incident}"),
+            &cookie,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["incident"]["severity"], "S0");
+    assert_eq!(
+        shown["incident"]["aware_at"],
+        received.format(&Rfc3339).unwrap()
+    );
+
+    // Answering late needs the reason.
+    let answer = obligations[0]["id"].as_str().unwrap();
+    let ack = format!("/staff/api/v1/vulnerabilities/{id}/obligations/{answer}/ack");
+    let (status, _, _) = w
+        .call("POST", &ack, &cookie, json!({"evidence": "mail sent"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, acked, _) = w
+        .call(
+            "POST",
+            &ack,
+            &cookie,
+            json!({"evidence": "mail sent", "late_reason": "weekend"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(acked["obligations"][0]["standing"], "done");
+    let (status, list, _) = w
+        .call("GET", "/staff/api/v1/vulnerabilities", &cookie, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["reports"].as_array().unwrap().len(), 1);
+    assert_eq!(list["due"][0]["duty"], "disclose");
+    let (status, _, _) = w
+        .call(
+            "POST",
+            &format!("/staff/api/v1/vulnerabilities/{id}/close"),
+            &cookie,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "disclosure is owed"
+    );
+    // No report text reached the mail or any response but the staff API's own.
+    assert!(
+        w.outbox
+            .sent()
+            .iter()
+            .all(|m| !m.text.contains("pre-set cookie"))
+    );
 }

@@ -9,12 +9,14 @@ mod error;
 mod events;
 mod grants;
 mod identity;
+mod legal;
 mod migrate;
 mod recovery;
 mod salts;
 mod sites;
 mod sso;
 mod store;
+mod vulnerability;
 
 pub use config::{DEFAULT_APP_ROLE, DEFAULT_POOL_SIZE, LOOKUP_ROLE, OWNER_ROLE, PostgresConfig};
 pub use doctor::{DoctorReport, Finding, FindingKind, doctor, doctor_client};

@@ -74,6 +74,7 @@ migrations!(
     (10, "workspace_controls"),
     (11, "breach"),
     (12, "sso"),
+    (13, "vulnerabilities"),
 );
 
 /// The schema version this build needs.

@@ -100,6 +100,16 @@ const TABLES: &[Table] = &[
         update: Some("document = document"),
         delete: true,
     },
+    Table {
+        name: "leadmaps.dpa_acceptances",
+        update: None,
+        delete: false,
+    },
+    Table {
+        name: "leadmaps.subprocessor_notices",
+        update: None,
+        delete: false,
+    },
 ];
 
 /// One row for `ws` in `table`; `n` varies the keys so several rows of one workspace can coexist.
@@ -155,6 +165,10 @@ fn row_sql(table: &str, ws: Uuid, n: u8) -> String {
         "leadmaps.scim_resources" => format!(
             "('{ws}', gen_random_uuid(), 'user', 'u{n}', 'u{n}', NULL, true, NULL, '{{}}', now(), now(), 1)"
         ),
+        "leadmaps.dpa_acceptances" => {
+            format!("('{ws}', 'v{n}', 'member', gen_random_uuid()::text, now())")
+        }
+        "leadmaps.subprocessor_notices" => format!("('{ws}', 'v{n}', now(), 1)"),
         other => panic!("no row for {other}"),
     };
     format!("INSERT INTO {table} VALUES {values}")
@@ -497,7 +511,8 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                     "audit_append_only",
                     "breach_delivery_guard",
                     "breach_incident_guard",
-                    "impersonation_grant_closes_once"
+                    "impersonation_grant_closes_once",
+                    "vulnerability_report_guard"
                 ]
             );
             for row in &triggers {

@@ -10,12 +10,14 @@ mod events;
 mod grants;
 mod identity;
 mod keys;
+mod legal;
 mod migrate;
 mod salts;
 mod secrets;
 mod sites;
 mod sql;
 mod sso;
+mod vulnerability;
 mod workspaces;
 
 use std::path::Path;

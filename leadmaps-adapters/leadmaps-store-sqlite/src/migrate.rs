@@ -20,6 +20,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_workspace_controls.sql"),
     include_str!("../migrations/0007_breach.sql"),
     include_str!("../migrations/0008_sso.sql"),
+    include_str!("../migrations/0009_vulnerabilities.sql"),
 ];
 
 /// The schema version this code writes and reads: the number of migrations.
@@ -142,6 +143,8 @@ mod tests {
             "breach_incidents",
             "breach_register",
             "breach_deliveries",
+            // Vulnerability reports: instance data, gated by `BreachScope` like incidents.
+            "vulnerability_reports",
         ];
         const KEYED_BY_INDEX: &[&str] = &["sites", "api_keys"];
         let conn = fresh();

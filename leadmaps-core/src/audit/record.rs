@@ -151,6 +151,14 @@ audit_actions! {
     /// A SCIM request with a valid token was refused (plan, conflict, malformed input).
     /// Target: the workspace; after: `{"method": ..., "resource": ..., "status": n}`.
     ScimRequestFailed = "scim.request_failed", visible: true;
+    /// The workspace's admins were e-mailed about a new version of the sub-processor register.
+    /// Target: the register version (`subprocessors`); before/after: the previous and the new
+    /// register; after also holds the change (added, removed, changed vendors), when it was sent
+    /// and to how many admins (never their addresses).
+    SubprocessorsChanged = "subprocessors.changed", visible: true;
+    /// The workspace accepted a version of the data processing agreement. Target: the DPA
+    /// version (`dpa`); after: `{"version": ..., "accepted_at": ...}`; the actor is who accepted.
+    DpaAccepted = "dpa.accepted", visible: true;
 }
 
 impl AuditAction {

@@ -11,7 +11,7 @@ use super::draft::Draft;
 use super::incident::{
     Details, Incident, IncidentId, NewIncident, ObligationId, Reassessment, Status,
 };
-use super::obligation::Standing;
+use super::obligation::{Obligation, Standing};
 use super::register::Change;
 use super::rules::{Duty, RuleBook};
 use crate::clock::Clock;
@@ -77,26 +77,7 @@ pub fn due(incidents: &[Incident], now: OffsetDateTime) -> Vec<Due> {
             if standing == Standing::Done {
                 continue;
             }
-            let mut steps = Vec::new();
-            if matches!(
-                standing,
-                Standing::Pending | Standing::Overdue | Standing::Late
-            ) {
-                if obligation.send_at().is_some_and(|at| now >= at) {
-                    steps.push(Step::Send);
-                }
-                if now >= obligation.due_at {
-                    steps.push(Step::Overdue);
-                } else if let Some(minutes_before) = obligation
-                    .reminders
-                    .iter()
-                    .copied()
-                    .filter(|m| now >= obligation.due_at - Duration::minutes(i64::from(*m)))
-                    .min()
-                {
-                    steps.push(Step::Reminder { minutes_before });
-                }
-            }
+            let steps = steps(obligation, now);
             out.push(Due {
                 incident: incident.id,
                 obligation: obligation.id,
@@ -112,6 +93,33 @@ pub fn due(incidents: &[Incident], now: OffsetDateTime) -> Vec<Due> {
         (a.due_at, a.incident, a.obligation).cmp(&(b.due_at, b.incident, b.obligation))
     });
     out
+}
+
+/// The steps of `obligation`'s escalation ladder due at `now` (see [`due`]): the send of an
+/// automatic obligation once its time has come, the latest reminder rung passed, or the overdue
+/// notice; nothing for a settled one.
+pub fn steps(obligation: &Obligation, now: OffsetDateTime) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if matches!(
+        obligation.standing(now),
+        Standing::Pending | Standing::Overdue | Standing::Late
+    ) {
+        if obligation.send_at().is_some_and(|at| now >= at) {
+            steps.push(Step::Send);
+        }
+        if now >= obligation.due_at {
+            steps.push(Step::Overdue);
+        } else if let Some(minutes_before) = obligation
+            .reminders
+            .iter()
+            .copied()
+            .filter(|m| now >= obligation.due_at - Duration::minutes(i64::from(*m)))
+            .min()
+        {
+            steps.push(Step::Reminder { minutes_before });
+        }
+    }
+    steps
 }
 
 /// How many times a change is retried when the incident changed meanwhile.

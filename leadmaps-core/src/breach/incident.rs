@@ -325,7 +325,7 @@ pub const MAX_TEXT: usize = 8 * 1024;
 /// Longest incident title, in bytes.
 pub const MAX_TITLE: usize = 200;
 
-fn check_text(text: &str, max: usize, what: &str) -> Result<()> {
+pub(crate) fn check_text(text: &str, max: usize, what: &str) -> Result<()> {
     if text.trim().is_empty() {
         return Err(Error::invalid(format!("{what} is empty")));
     }

@@ -75,7 +75,8 @@ use time::OffsetDateTime;
 
 pub use delivery::{Claim, Delivery, DeliveryKey, Lease};
 pub use draft::{Draft, DraftField, FiledPhase};
-pub use engine::{Ack, Due, Engine, Step, due};
+pub use engine::{Ack, Due, Engine, Step, due, steps};
+pub(crate) use incident::check_text;
 pub use incident::{
     Assessment, Certainty, DataRole, DataSet, Details, Filing, Incident, IncidentId, MAX_TEXT,
     MAX_TITLE, Marked, NewIncident, ObligationId, Reassessment, Risk, Severity, Status, actor_name,
@@ -87,7 +88,7 @@ pub use register::{
     Change, REGISTER_LABEL, RegisterEntry, RegisterProblem, entry_encoding, entry_hash, seal_entry,
     verify_register,
 };
-pub use rules::{Condition, Duty, Per, Rule, RuleBook, RuleSet, Sending};
+pub use rules::{Condition, Duty, Facts, Per, Rule, RuleBook, RuleSet, Sending};
 
 use crate::audit::{AuditDraft, AuditRecord};
 use crate::error::Result;

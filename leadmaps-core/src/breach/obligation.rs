@@ -133,7 +133,7 @@ impl Obligation {
 
     /// Checks that it may be marked done at `now` with `late_reason`: not done yet, and after
     /// the deadline only with a reason (given now, or stated before) when `demand_reason`.
-    pub(super) fn check_done(
+    pub(crate) fn check_done(
         &self,
         now: OffsetDateTime,
         late_reason: Option<&str>,
@@ -153,7 +153,7 @@ impl Obligation {
         }
     }
 
-    pub(super) fn mark_done(
+    pub(crate) fn mark_done(
         &mut self,
         now: OffsetDateTime,
         by: BreachActor,
@@ -173,7 +173,7 @@ impl Obligation {
         };
     }
 
-    pub(super) fn state_reason(
+    pub(crate) fn state_reason(
         &mut self,
         reason: &str,
         by: BreachActor,

@@ -7,9 +7,10 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::incident::{DataRole, Incident, ObligationId, Risk, Severity};
+use super::incident::{Assessment, DataRole, Incident, ObligationId, Risk, Severity};
 use super::obligation::{Obligation, ObligationState};
 use crate::error::{Error, Result};
+use crate::tenancy::WorkspaceId;
 
 /// What an obligation asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -25,6 +26,10 @@ pub enum Duty {
     EmailAdmins,
     /// Communicate the breach to the data subjects: GDPR Art. 34(1), high risk.
     NotifyDataSubjects,
+    /// Answer the reporter of a vulnerability (leadmaps' disclosure policy).
+    AnswerReporter,
+    /// Disclose a fixed vulnerability publicly (leadmaps' disclosure policy).
+    Disclose,
 }
 
 impl Duty {
@@ -35,6 +40,8 @@ impl Duty {
             Duty::NotifyCustomer => "notify_customer",
             Duty::EmailAdmins => "email_admins",
             Duty::NotifyDataSubjects => "notify_data_subjects",
+            Duty::AnswerReporter => "answer_reporter",
+            Duty::Disclose => "disclose",
         }
     }
 
@@ -45,6 +52,8 @@ impl Duty {
             Duty::NotifyCustomer => "notify the affected customer (controller)",
             Duty::EmailAdmins => "e-mail the admins of the affected workspace",
             Duty::NotifyDataSubjects => "communicate the breach to the data subjects",
+            Duty::AnswerReporter => "answer the reporter of the vulnerability",
+            Duty::Disclose => "disclose the vulnerability publicly",
         }
     }
 }
@@ -65,21 +74,64 @@ pub enum Condition {
     All(Vec<Condition>),
     /// At least one holds.
     Any(Vec<Condition>),
+    /// The condition does not hold.
+    Not(Box<Condition>),
 }
 
 impl Condition {
-    /// Whether it holds for `incident`.
-    pub fn holds(&self, incident: &Incident) -> bool {
+    /// Whether it holds for `facts` (an [`Incident`], a vulnerability report, ...).
+    pub fn holds<F: Facts + ?Sized>(&self, facts: &F) -> bool {
         match self {
-            Condition::PersonalData => incident.assessment.personal_data,
+            Condition::PersonalData => facts.assessment().personal_data,
             Condition::RiskAtLeast(risk) => {
-                incident.assessment.personal_data && incident.assessment.risk >= *risk
+                let assessment = facts.assessment();
+                assessment.personal_data && assessment.risk >= *risk
             }
-            Condition::SeverityAtLeast(severity) => incident.severity <= *severity,
-            Condition::Role(role) => incident.data_sets.iter().any(|set| set.role == *role),
-            Condition::All(all) => all.iter().all(|c| c.holds(incident)),
-            Condition::Any(any) => any.iter().any(|c| c.holds(incident)),
+            Condition::SeverityAtLeast(severity) => facts.severity() <= *severity,
+            Condition::Role(role) => facts.has_role(*role),
+            Condition::All(all) => all.iter().all(|c| c.holds(facts)),
+            Condition::Any(any) => any.iter().any(|c| c.holds(facts)),
+            Condition::Not(inner) => !inner.holds(facts),
         }
+    }
+}
+
+/// What rules look at and what obligations are derived for: an [`Incident`], or another
+/// subject whose deadlines come from a rule set (a vulnerability report,
+/// [`crate::vulnerability::Report`]).
+pub trait Facts {
+    /// The operational severity.
+    fn severity(&self) -> Severity;
+    /// The GDPR assessment ([`Assessment::NONE`] when personal data is not at stake).
+    fn assessment(&self) -> Assessment;
+    /// Whether leadmaps has `role` for at least one affected data set.
+    fn has_role(&self, role: DataRole) -> bool;
+    /// The affected workspaces, for rules owed per workspace.
+    fn workspaces(&self) -> &[WorkspaceId];
+    /// When the clocks start (the awareness or receipt time).
+    fn clock_start(&self) -> OffsetDateTime;
+    /// The id of the obligation `rule` gives (for `workspace`): stable across recomputation.
+    fn obligation_id(&self, rule: &str, workspace: Option<WorkspaceId>) -> ObligationId;
+}
+
+impl Facts for Incident {
+    fn severity(&self) -> Severity {
+        self.severity
+    }
+    fn assessment(&self) -> Assessment {
+        self.assessment
+    }
+    fn has_role(&self, role: DataRole) -> bool {
+        self.data_sets.iter().any(|set| set.role == role)
+    }
+    fn workspaces(&self) -> &[WorkspaceId] {
+        &self.workspaces
+    }
+    fn clock_start(&self) -> OffsetDateTime {
+        self.aware_at
+    }
+    fn obligation_id(&self, rule: &str, workspace: Option<WorkspaceId>) -> ObligationId {
+        ObligationId::derive(self.id, rule, workspace)
     }
 }
 
@@ -210,6 +262,49 @@ impl RuleSet {
         }
     }
 
+    /// The built-in rules for vulnerability reports (leadmaps' disclosure policy, published in
+    /// `/.well-known/security.txt`'s `Policy`), from the time a report is received:
+    ///
+    /// | rule | when | duty | deadline |
+    /// |---|---|---|---|
+    /// | `vdp.answer-reporter` | every report | answer the reporter | 48 h |
+    /// | `vdp.disclose` | not critical (critical findings are disclosed when fixed and agreed) | disclose publicly | 90 days |
+    ///
+    /// Both are met by staff, who acknowledge them with evidence (the answer's reference, the
+    /// advisory's address). An actively exploited report also opens an S0 incident, whose
+    /// obligations come from [`RuleSet::gdpr_2016_679`].
+    pub fn vulnerability_disclosure() -> Self {
+        RuleSet {
+            version: "vulnerability-disclosure/v1".into(),
+            effective_from: time::macros::datetime!(2020-01-01 0:00 UTC),
+            rules: vec![
+                Rule {
+                    id: "vdp.answer-reporter".into(),
+                    duty: Duty::AnswerReporter,
+                    basis: "leadmaps vulnerability disclosure policy: answer within 48 hours"
+                        .into(),
+                    when: Condition::All(Vec::new()),
+                    per: Per::Incident,
+                    within_minutes: 48 * HOUR,
+                    sending: Sending::Manual,
+                    reminders: vec![24 * HOUR, 4 * HOUR],
+                },
+                Rule {
+                    id: "vdp.disclose".into(),
+                    duty: Duty::Disclose,
+                    basis: "leadmaps vulnerability disclosure policy: disclose non-critical \
+                            findings within 90 days"
+                        .into(),
+                    when: Condition::Not(Box::new(Condition::SeverityAtLeast(Severity::S0))),
+                    per: Per::Incident,
+                    within_minutes: 90 * 24 * HOUR,
+                    sending: Sending::Manual,
+                    reminders: vec![30 * 24 * HOUR, 7 * 24 * HOUR, 24 * HOUR],
+                },
+            ],
+        }
+    }
+
     /// Checks the set: a version, unique rule ids, deadlines, reminders and leads within the
     /// deadline, automatic sending only per workspace (the notifier e-mails a workspace's admins).
     ///
@@ -245,27 +340,28 @@ impl RuleSet {
         Ok(())
     }
 
-    /// The obligations this set gives `incident`, by deadline. Deadlines run from the awareness
-    /// time; every obligation starts pending and names this set's version.
-    pub fn obligations_for(&self, incident: &Incident) -> Vec<Obligation> {
+    /// The obligations this set gives `facts` (an incident or another subject), by deadline.
+    /// Deadlines run from [`Facts::clock_start`]; every obligation starts pending and names this
+    /// set's version.
+    pub fn obligations_for<F: Facts + ?Sized>(&self, facts: &F) -> Vec<Obligation> {
         let mut out = Vec::new();
-        for rule in self.rules.iter().filter(|r| r.when.holds(incident)) {
+        for rule in self.rules.iter().filter(|r| r.when.holds(facts)) {
             let targets: Vec<Option<_>> = match rule.per {
                 Per::Incident => vec![None],
-                Per::Workspace => incident.workspaces.iter().copied().map(Some).collect(),
+                Per::Workspace => facts.workspaces().iter().copied().map(Some).collect(),
             };
             for workspace in targets {
                 let mut reminders = rule.reminders.clone();
                 reminders.sort_unstable_by(|a, b| b.cmp(a));
                 reminders.dedup();
                 out.push(Obligation {
-                    id: ObligationId::derive(incident.id, &rule.id, workspace),
+                    id: facts.obligation_id(&rule.id, workspace),
                     rule: rule.id.clone(),
                     rule_set: self.version.clone(),
                     duty: rule.duty,
                     basis: rule.basis.clone(),
                     workspace,
-                    due_at: incident.aware_at + Duration::minutes(i64::from(rule.within_minutes)),
+                    due_at: facts.clock_start() + Duration::minutes(i64::from(rule.within_minutes)),
                     sending: rule.sending,
                     reminders,
                     state: ObligationState::Pending,

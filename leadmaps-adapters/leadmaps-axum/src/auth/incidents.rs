@@ -54,7 +54,7 @@ async fn breach(ctx: &Ctx, headers: &HeaderMap) -> Result<(BreachScope, Arc<Engi
 }
 
 /// Maps a breach error: the rule broken is told to staff (messages name rules, never data).
-fn failed(e: &leadmaps_core::Error) -> Response {
+pub(super) fn failed(e: &leadmaps_core::Error) -> Response {
     use leadmaps_core::{Error, ErrorKind};
     match (e, e.kind()) {
         (Error::Invalid(message), _) => error(StatusCode::UNPROCESSABLE_ENTITY, message),
@@ -68,7 +68,7 @@ fn failed(e: &leadmaps_core::Error) -> Response {
     }
 }
 
-fn bad(message: &str) -> Response {
+pub(super) fn bad(message: &str) -> Response {
     error(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
