@@ -22,7 +22,7 @@ use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::session::Sessions;
 use leadmaps_core::auth::totp::{FactorState, Subject, TotpFactors};
 use leadmaps_core::legal::{DpaAcceptance, RegisterBook};
-use leadmaps_core::policy::IpAllowlist;
+use leadmaps_core::policy::{Feature, IpAllowlist};
 use leadmaps_core::store::{PolicyChange, Store};
 use leadmaps_core::tenancy::{Action, Denied, Gate, Principal, Scope, WorkspaceId};
 use serde::Deserialize;
@@ -744,6 +744,19 @@ async fn audit_export(
         Ok(scope) => scope,
         Err(response) => return response,
     };
+    // Export is a plan feature (Pro and above); reading the log page by page is not.
+    match state.store.sso_settings(&scope).await {
+        Ok(settings) => {
+            if let Err(denied) = settings.plan.require(Feature::AuditExport) {
+                return (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(json!({ "error": denied.to_string() })),
+                )
+                    .into_response();
+            }
+        }
+        Err(e) => return store_error(&e),
+    }
     let mut out = String::new();
     let mut query = query;
     loop {

@@ -149,6 +149,27 @@ fn harmless_body(path: &str) -> &'static str {
     }
 }
 
+/// Puts `ws` on the Pro plan (which exports its audit log).
+async fn upgrade(w: &World, ws: WorkspaceId) {
+    use leadmaps_core::sso::SsoStore;
+    let provisioning = w
+        .gate
+        .authorize(
+            &Principal::System(SystemTask::Provisioning),
+            ws,
+            Action::WorkspaceUpdate,
+        )
+        .unwrap();
+    w.store
+        .set_plan(
+            &provisioning,
+            leadmaps_core::policy::Plan::Pro,
+            w.gate.now(),
+        )
+        .await
+        .unwrap();
+}
+
 fn path(template: &str, id: WorkspaceId) -> String {
     template.replace("{id}", &id.to_string())
 }
@@ -156,6 +177,7 @@ fn path(template: &str, id: WorkspaceId) -> String {
 #[tokio::test]
 async fn a_key_of_workspace_a_gets_nothing_of_workspace_b_on_any_route() {
     let w = world().await;
+    upgrade(&w, w.a).await;
     for (method, template, _) in ROUTES {
         let (own, _) = call(&w, method, &path(template, w.a), Some(&w.key_a_read)).await;
         assert_eq!(own, StatusCode::OK, "{template} on its own workspace");
@@ -288,6 +310,15 @@ async fn every_mutating_route_writes_exactly_one_audit_record_and_the_log_shows_
     assert_eq!(rest["next_after"], Value::Null, "the end of the log");
     let (status, _) = get(&w, &format!("{audit}?action=nope"), Some(&w.key_a_read)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Export is a Pro feature: refused on Free with the reason, then allowed.
+    let export_path = path("/api/v1/workspaces/{id}/audit/export", w.a);
+    let (status, refused) = get(&w, &export_path, Some(&w.key_a_read)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        refused["error"].as_str().unwrap().contains("Pro plan"),
+        "{refused}"
+    );
+    upgrade(&w, w.a).await;
     let export = w
         .router
         .clone()
@@ -309,8 +340,10 @@ async fn every_mutating_route_writes_exactly_one_audit_record_and_the_log_shows_
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), records.len());
-    assert_eq!(lines.last().unwrap()["seq"], last["seq"]);
+    // Every record read above, and the plan change after them.
+    assert_eq!(lines.len(), records.len() + 1);
+    assert_eq!(lines[records.len() - 1]["seq"], last["seq"]);
+    assert_eq!(lines.last().unwrap()["action"], "plan.changed");
 }
 
 /// A request from `ip` (as the peer, or behind `proxy` in `X-Forwarded-For`).

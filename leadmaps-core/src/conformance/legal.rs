@@ -220,7 +220,10 @@ pub async fn subprocessor_changes_reach_every_admin_once(store: Arc<dyn Store>) 
             .gate
             .authorize(&provisioning, ws, Action::MemberManage)
             .unwrap();
-        store.set_membership(&manage, user.id, role, f.clock.now()).await.unwrap();
+        store
+            .set_membership(&manage, user.id, role, f.clock.now())
+            .await
+            .unwrap();
     }
     let mut next = Register::seed();
     next.version = "next".into();
