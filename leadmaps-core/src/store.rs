@@ -443,7 +443,9 @@ pub trait EventSink: Send + Sync {
     async fn drop_counts(&self, scope: &Scope) -> Result<Vec<DropCount>>;
 
     /// Deletes up to `limit` of the workspace's events received before `cutoff` (oldest first),
-    /// with their id claims, and in the same transaction appends the audit record
+    /// with their id claims — or, where the store can, a whole stored unit of them at once (the
+    /// Postgres store drops a month's partition that holds only this workspace's events and ends
+    /// before `cutoff`) — and in the same transaction appends the audit record
     /// [`crate::policy::retention_draft`] counting them, sealed at `at`: the deletion and its
     /// record commit together or not at all. Returns how many were deleted and the record, or
     /// `(0, None)` when nothing was older (no record for nothing). Events received at or after

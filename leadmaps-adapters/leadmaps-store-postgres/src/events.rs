@@ -138,6 +138,81 @@ fn reason_from_code(code: &str) -> Result<RejectReason> {
         .map_err(|_| internal("a stored drop reason is unknown"))
 }
 
+/// Drops the partition of the workspace's oldest month when that month ends at or before
+/// `cutoff` and holds only this workspace's events (V14): their id claims go first, then the
+/// partition, in the caller's transaction. Returns how many events went, or `None` when the
+/// month is shared (or not wholly expired) and the batched DELETE has to do it.
+async fn drop_oldest_month(
+    tx: &Transaction<'_>,
+    scope: &Scope,
+    cutoff: OffsetDateTime,
+) -> Result<Option<u64>> {
+    let oldest = tx
+        .prepare_cached(
+            "SELECT min(received_at) FROM leadmaps.events WHERE workspace_id = $1 AND received_at < $2",
+        )
+        .await
+        .map_err(pg)?;
+    let oldest: Option<OffsetDateTime> = tx
+        .query_one(&oldest, &[&id(scope.workspace()), &cutoff])
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)?;
+    let Some(oldest) = oldest else {
+        return Ok(None);
+    };
+    let month = month_of(oldest);
+    let next = month
+        .checked_add(time::Duration::days(31))
+        .map(|d| d.replace_day(1).unwrap_or(d))
+        .ok_or_else(|| internal("a month beyond the calendar"))?
+        .midnight()
+        .assume_utc();
+    if next > cutoff {
+        return Ok(None);
+    }
+    let only = tx
+        .prepare_cached("SELECT leadmaps.event_month_only_of($1, $2, $3)")
+        .await
+        .map_err(pg)?;
+    let held: i64 = tx
+        .query_one(&only, &[&id(scope.workspace()), &month, &cutoff])
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)?;
+    if held <= 0 {
+        return Ok(None);
+    }
+    let forget = tx
+        .prepare_cached(
+            "DELETE FROM leadmaps.event_ids AS i USING leadmaps.events AS e
+             WHERE e.workspace_id = $1 AND e.received_at >= $2 AND e.received_at < $3
+               AND i.workspace_id = $1 AND i.id = e.id",
+        )
+        .await
+        .map_err(pg)?;
+    let start = month.midnight().assume_utc();
+    tx.execute(&forget, &[&id(scope.workspace()), &start, &next])
+        .await
+        .map_err(pg)?;
+    let drop = tx
+        .prepare_cached("SELECT leadmaps.drop_event_month($1, $2, $3)")
+        .await
+        .map_err(pg)?;
+    let dropped: i64 = tx
+        .query_one(&drop, &[&id(scope.workspace()), &month, &cutoff])
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)?;
+    // The partition was locked since the check: the same events, all this workspace's.
+    u64::try_from(dropped)
+        .map(Some)
+        .map_err(|_| internal("a month changed while locked"))
+}
+
 /// The first day of the UTC month `at` falls in: the partition it belongs to.
 fn month_of(at: OffsetDateTime) -> Date {
     let utc = at.to_offset(UtcOffset::UTC);
@@ -647,6 +722,12 @@ impl EventSink for PostgresStore {
         // per workspace (event_ids), so (received_at, id) names each row; the join walks the
         // (workspace_id, received_at) index.
         let tx = scoped(&mut client, scope.workspace(), false).await?;
+        if let Some(dropped) = drop_oldest_month(&tx, scope, cutoff).await? {
+            let draft = leadmaps_core::policy::retention_draft(scope, cutoff, dropped);
+            let record = crate::audit::append_in(&tx, scope.workspace(), draft, at).await?;
+            tx.commit().await.map_err(pg)?;
+            return Ok((dropped, Some(record)));
+        }
         let delete = tx
             .prepare_cached(
                 "WITH doomed AS (

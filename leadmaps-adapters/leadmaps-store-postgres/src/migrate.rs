@@ -75,6 +75,7 @@ migrations!(
     (11, "breach"),
     (12, "sso"),
     (13, "vulnerabilities"),
+    (14, "retention_months"),
 );
 
 /// The schema version this build needs.

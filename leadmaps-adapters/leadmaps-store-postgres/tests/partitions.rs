@@ -672,3 +672,127 @@ async fn a_batch_meeting_a_stored_id_is_written_carefully_for_every_workspace() 
         })
         .await;
 }
+
+/// Retention drops a month's partition when it is wholly expired and holds only the workspace's
+/// events (their id claims go with it), and deletes row by row in a month it shares; the other
+/// workspace's events, and anything inside the period, stay; each step is audited with its count.
+#[tokio::test]
+async fn retention_drops_a_month_the_workspace_has_alone_and_deletes_in_shared_ones() {
+    let server = server_or_skip!();
+    server
+        .with_db(|db| async move {
+            let store = PostgresStore::connect(&db.store_config()).await.unwrap();
+            let t = Tenants::new(datetime!(2026-04-01 12:00 UTC));
+            let (a, b) = (t.workspace(&store).await, t.workspace(&store).await);
+            let (jan, feb, apr) = (
+                datetime!(2026-01-10 10:00 UTC),
+                datetime!(2026-02-10 10:00 UTC),
+                datetime!(2026-04-01 10:00 UTC),
+            );
+            store
+                .append_events(&t.batch(&[
+                    event(a, 1, jan),
+                    event(a, 2, jan + Duration::days(5)),
+                    event(a, 3, feb),
+                    event(a, 4, apr),
+                    event(b, 1, feb),
+                ]))
+                .await
+                .unwrap();
+            let su = db.superuser().await;
+            assert!(partitions(&su).await.contains("events_y2026m01"));
+            let cutoff = datetime!(2026-03-15 00:00 UTC);
+            let retention = t.retention(a);
+            let mut steps = Vec::new();
+            loop {
+                let (deleted, record) = store
+                    .delete_events_before(&retention, cutoff, 1000, cutoff)
+                    .await
+                    .unwrap();
+                if deleted == 0 {
+                    assert!(record.is_none());
+                    break;
+                }
+                assert_eq!(record.unwrap().after.unwrap()["deleted"], deleted);
+                steps.push((deleted, partitions(&su).await.contains("events_y2026m01")));
+            }
+            // January (A's alone) went as a partition, February (shared with B) row by row.
+            assert_eq!(steps, [(2, false), (1, false)]);
+            assert!(partitions(&su).await.contains("events_y2026m02"));
+            let read = t.admin(a, Action::EventRead);
+            let left: Vec<u128> = store
+                .events(
+                    &read,
+                    jan - Duration::days(40),
+                    apr + Duration::days(1),
+                    100,
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.id.0.as_u128())
+                .collect();
+            assert_eq!(left, [4], "inside the period");
+            let b_read = t.admin(b, Action::EventRead);
+            assert_eq!(
+                store
+                    .events(
+                        &b_read,
+                        feb - Duration::days(1),
+                        feb + Duration::days(1),
+                        10
+                    )
+                    .await
+                    .unwrap()
+                    .len(),
+                1,
+                "B's event in the shared month stays"
+            );
+            // The dropped month's ids were forgotten with it: re-sent, they are stored again (in a
+            // January partition made anew).
+            assert_eq!(
+                store
+                    .append_events(&t.batch(&[event(a, 1, jan)]))
+                    .await
+                    .unwrap(),
+                [Verdict::Accepted]
+            );
+            // The functions only work for the workspace of the transaction, and only on a month
+            // that ends before the cutoff.
+            let mut app = db.connect_as(DEFAULT_APP_ROLE).await;
+            let tx = app.transaction().await.unwrap();
+            tx.execute(
+                "SELECT set_config('leadmaps.workspace_id', $1, true)",
+                &[&a.to_string()],
+            )
+            .await
+            .unwrap();
+            let refused = tx
+                .query_one(
+                    "SELECT leadmaps.drop_event_month($1, DATE '2026-02-01', $2)",
+                    &[b.as_uuid(), &cutoff],
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+            drop(tx);
+            let tx = app.transaction().await.unwrap();
+            tx.execute(
+                "SELECT set_config('leadmaps.workspace_id', $1, true)",
+                &[&a.to_string()],
+            )
+            .await
+            .unwrap();
+            let early = tx
+                .query_one(
+                    "SELECT leadmaps.drop_event_month($1, DATE '2026-04-01', $2)",
+                    &[a.as_uuid(), &cutoff],
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(early.code(), Some(&SqlState::INVALID_PARAMETER_VALUE));
+            drop(tx);
+            assert!(partitions(&su).await.contains("events_y2026m04"));
+        })
+        .await;
+}

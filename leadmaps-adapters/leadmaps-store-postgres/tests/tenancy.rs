@@ -466,7 +466,9 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 [
                     "api_key_for_auth",
                     "count_needing_rewrap",
+                    "drop_event_month",
                     "ensure_event_partitions",
+                    "event_month_only_of",
                     "impersonation_grant",
                     "kek_ids_in_use",
                     "memberships_of_user",
@@ -482,9 +484,15 @@ async fn roles_tables_policies_and_functions_are_laid_out_for_two_gates() {
                 let config: Vec<String> = row.get(2);
                 assert!(row.get::<_, bool>(1), "{name}: SECURITY DEFINER");
                 assert_eq!(config, ["search_path=pg_catalog, pg_temp"], "{name}: fixed search_path");
-                // Partitions are made by the owner of leadmaps.events; the cross-workspace reads
-                // belong to the lookup role.
-                let owner = if name == "ensure_event_partitions" { OWNER_ROLE } else { LOOKUP_ROLE };
+                // The cross-workspace reads belong to the lookup role.
+                // Partitions are made and dropped by their owner, the owner of leadmaps.events.
+                let owner = if ["ensure_event_partitions", "event_month_only_of", "drop_event_month"]
+                    .contains(&name.as_str())
+                {
+                    OWNER_ROLE
+                } else {
+                    LOOKUP_ROLE
+                };
                 assert_eq!(row.get::<_, String>(3), owner, "{name}: owned by {owner}");
                 assert!(row.get::<_, bool>(4), "{name}: the app role may execute it");
                 assert!(row.get::<_, bool>(5), "{name}: PUBLIC may not");

@@ -137,7 +137,9 @@ impl RetentionJob {
                 .delete_events_before(&scope, cutoff, self.batch, now)
                 .await?;
             deleted += batch;
-            if batch < u64::from(self.batch) {
+            // A store may take a whole month at once (more or fewer than a batch): go on until
+            // nothing older is left.
+            if batch == 0 {
                 return Ok(Some(deleted));
             }
         }

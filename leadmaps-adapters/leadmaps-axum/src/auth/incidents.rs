@@ -310,15 +310,31 @@ async fn update(
     axum::Json(incident_json(&incident, engine.now())).into_response()
 }
 
+/// Body of the acknowledge routes of incidents and vulnerability reports.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct AckBody {
+pub(super) struct AckBody {
     /// What shows it was done (for the authority: its reference).
     evidence: Option<String>,
     /// With `evidence`: why it is done late.
     late_reason: Option<String>,
     /// Without `evidence`: why it is late.
     reason: Option<String>,
+}
+
+impl AckBody {
+    /// Done with evidence (and a reason when late), or still owed with the reason it is late;
+    /// `None` for neither or both.
+    pub(super) fn ack(self) -> Option<Ack> {
+        match (self.evidence, self.reason) {
+            (Some(evidence), None) => Some(Ack::Done {
+                evidence,
+                late_reason: self.late_reason,
+            }),
+            (None, Some(reason)) => Some(Ack::Reason(reason)),
+            _ => None,
+        }
+    }
 }
 
 async fn ack(
@@ -339,13 +355,8 @@ async fn ack(
         Ok(body) => body,
         Err((code, message)) => return error(code, message),
     };
-    let ack = match (body.evidence, body.reason) {
-        (Some(evidence), None) => Ack::Done {
-            evidence,
-            late_reason: body.late_reason,
-        },
-        (None, Some(reason)) => Ack::Reason(reason),
-        _ => return bad("send evidence (done) or reason (late), not both"),
+    let Some(ack) = body.ack() else {
+        return bad("send evidence (done) or reason (late), not both");
     };
     match engine.acknowledge(&scope, id, obligation, ack).await {
         Ok(incident) => axum::Json(incident_json(&incident, engine.now())).into_response(),

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use leadmaps_core::breach::{Ack, ObligationId};
+use leadmaps_core::breach::ObligationId;
 use leadmaps_core::tenancy::BreachScope;
 use leadmaps_core::vulnerability::{Finding, Intake, NewReport, Report, ReportId};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::incidents::{bad, failed};
+use super::incidents::{AckBody, bad, failed};
 use super::{Ctx, error, json_body, staff_principal, staff_session};
 
 /// The vulnerability routes, merged into the staff router.
@@ -148,14 +148,6 @@ async fn show(State(ctx): State<Ctx>, headers: HeaderMap, Path(id): Path<String>
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct AckBody {
-    evidence: Option<String>,
-    late_reason: Option<String>,
-    reason: Option<String>,
-}
-
 async fn ack(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
@@ -174,13 +166,8 @@ async fn ack(
         Ok(body) => body,
         Err((code, message)) => return error(code, message),
     };
-    let ack = match (body.evidence, body.reason) {
-        (Some(evidence), None) => Ack::Done {
-            evidence,
-            late_reason: body.late_reason,
-        },
-        (None, Some(reason)) => Ack::Reason(reason),
-        _ => return bad("send evidence (done) or reason (late), not both"),
+    let Some(ack) = body.ack() else {
+        return bad("send evidence (done) or reason (late), not both");
     };
     match intake.acknowledge(&scope, id, obligation, ack).await {
         Ok(report) => axum::Json(report_json(&report, intake.now())).into_response(),
