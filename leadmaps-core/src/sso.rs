@@ -38,6 +38,26 @@ pub struct SsoSettings {
     pub enforce_sso: bool,
 }
 
+/// The protocol of a workspace's identity provider, as recorded in `sso.login_succeeded` and
+/// `sso.login_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SsoProtocol {
+    /// OpenID Connect (`leadmaps-oidc`).
+    Oidc,
+    /// SAML 2.0 (`leadmaps-saml`).
+    Saml,
+}
+
+impl SsoProtocol {
+    /// The name recorded in audit records: `oidc` or `saml`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SsoProtocol::Oidc => "oidc",
+            SsoProtocol::Saml => "saml",
+        }
+    }
+}
+
 /// Most e-mail domains an identity provider may vouch for.
 pub const MAX_SSO_DOMAINS: usize = 50;
 /// Longest issuer URL or client id, in bytes.
@@ -165,7 +185,7 @@ pub trait SsoStore: Send + Sync {
     ) -> Result<Option<AuditRecord>>;
 
     /// Stores a session bound to `scope.workspace()` and its `sso.login_succeeded` record
-    /// ([`login_draft`]) in one transaction. The scope is the member's own
+    /// ([`login_draft`], naming `protocol`) in one transaction. The scope is the member's own
     /// ([`Action::WorkspaceRead`], actor the session's user).
     ///
     /// # Errors
@@ -175,6 +195,7 @@ pub trait SsoStore: Send + Sync {
         &self,
         scope: &Scope,
         session: &SessionRecord,
+        protocol: SsoProtocol,
         at: OffsetDateTime,
     ) -> Result<AuditRecord>;
 
@@ -378,7 +399,8 @@ pub async fn configure_oidc(
 }
 
 /// Starts a customer session bound to `scope.workspace()` for the scope's member, with its
-/// `sso.login_succeeded` record: what an identity provider's successful login ends with. The
+/// `sso.login_succeeded` record naming `protocol`: what an identity provider's successful login
+/// ends with. The
 /// scope is the member's own ([`Action::WorkspaceRead`]). Returns the token for the cookie (shown
 /// once) and the session; it has not passed a second factor.
 ///
@@ -388,6 +410,7 @@ pub async fn start_sso_session(
     store: &dyn crate::store::Store,
     hasher: &crate::auth::tokens::TokenHasher,
     scope: &Scope,
+    protocol: SsoProtocol,
     now: OffsetDateTime,
 ) -> Result<(
     crate::auth::tokens::SplitToken,
@@ -406,7 +429,9 @@ pub async fn start_sso_session(
         created_at: now,
         last_seen_at: now,
     };
-    store.insert_sso_session(scope, &record, now).await?;
+    store
+        .insert_sso_session(scope, &record, protocol, now)
+        .await?;
     let (absolute, idle) = crate::auth::session::Realm::Customer.session_lifetimes();
     let session = crate::auth::session::Session {
         selector: record.selector,

@@ -140,6 +140,7 @@ async fn enforced_sso_keeps_magic_link_sessions_out_and_sso_sessions_in_their_wo
         &*store,
         &hasher,
         &gate.authorize(&member, sso, Action::WorkspaceRead).unwrap(),
+        leadmaps_core::sso::SsoProtocol::Oidc,
         clock.now(),
     )
     .await

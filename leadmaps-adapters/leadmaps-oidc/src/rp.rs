@@ -490,6 +490,7 @@ impl OidcRp {
             &*self.store,
             &self.hasher,
             &member_scope,
+            leadmaps_core::sso::SsoProtocol::Oidc,
             self.clock.now(),
         )
         .await

@@ -14,7 +14,7 @@ use leadmaps_core::scim::{
     require_directory, write_draft,
 };
 use leadmaps_core::sso::{
-    OidcConnection, SsoSettings, SsoStore, check_session_scope, connection_draft,
+    OidcConnection, SsoProtocol, SsoSettings, SsoStore, check_session_scope, connection_draft,
     enforcement_draft, login_draft, plan_draft, removal_draft, require_feature,
     require_provisioning, require_sso_read,
 };
@@ -250,6 +250,7 @@ impl SsoStore for PostgresStore {
         &self,
         scope: &Scope,
         session: &SessionRecord,
+        protocol: SsoProtocol,
         at: OffsetDateTime,
     ) -> Result<AuditRecord> {
         check_session_scope(scope, session)?;
@@ -259,7 +260,7 @@ impl SsoStore for PostgresStore {
         let (kind, subject) = subject_key(session.subject);
         let mut client = self.client().await?;
         let tx = scoped(&mut client, scope.workspace(), false).await?;
-        let draft = login_draft(scope, user, "oidc");
+        let draft = login_draft(scope, user, protocol.as_str());
         draft.check_scope(scope)?;
         let insert = tx
             .prepare_cached(

@@ -13,7 +13,7 @@ use leadmaps_core::scim::{
     require_directory, write_draft,
 };
 use leadmaps_core::sso::{
-    OidcConnection, SsoSettings, SsoStore, check_session_scope, connection_draft,
+    OidcConnection, SsoProtocol, SsoSettings, SsoStore, check_session_scope, connection_draft,
     enforcement_draft, login_draft, plan_draft, removal_draft, require_feature,
     require_provisioning, require_sso_read,
 };
@@ -240,6 +240,7 @@ impl SsoStore for SqliteStore {
         &self,
         scope: &Scope,
         session: &SessionRecord,
+        protocol: SsoProtocol,
         at: OffsetDateTime,
     ) -> Result<AuditRecord> {
         check_session_scope(scope, session)?;
@@ -254,7 +255,7 @@ impl SsoStore for SqliteStore {
         self.conn
             .run(move |conn| {
                 let tx = immediate(conn)?;
-                let draft = login_draft(&scope, user, "oidc");
+                let draft = login_draft(&scope, user, protocol.as_str());
                 draft.check_scope(&scope)?;
                 tx.prepare_cached(sql::INSERT_SSO_SESSION)
                     .map_err(db)?

@@ -19,7 +19,7 @@ use crate::error::ErrorKind;
 use crate::mail::Address;
 use crate::policy::{Feature, Plan};
 use crate::scim::{Provisioning, ScimKind, ScimOp, ScimResource, ScimWrite};
-use crate::sso::OidcConnection;
+use crate::sso::{OidcConnection, SsoProtocol};
 use crate::store::Store;
 use crate::tenancy::{
     Action, ApiKeyId, Denied, Principal, Role, Scope, SystemTask, UserId, WorkspaceId,
@@ -238,12 +238,18 @@ pub async fn sso_sessions_are_bound_to_their_workspace(store: Arc<dyn Store>) {
         .insert_sso_session(
             &scope,
             &session("sso-1", user, f.clock.now()),
+            SsoProtocol::Saml,
             f.clock.now(),
         )
         .await
         .unwrap();
     assert_eq!(record.action, AuditAction::SsoLoginSucceeded);
     assert_eq!(record.workspace, f.a);
+    assert_eq!(
+        record.after.as_ref().map(|after| after["protocol"].clone()),
+        Some(json!("saml")),
+        "the login record names the protocol"
+    );
     assert_eq!(
         f.store.sso_session_workspace("sso-1").await.unwrap(),
         Some(f.a)
@@ -254,6 +260,7 @@ pub async fn sso_sessions_are_bound_to_their_workspace(store: Arc<dyn Store>) {
         .insert_sso_session(
             &scope,
             &session("sso-2", UserId::new(), f.clock.now()),
+            SsoProtocol::Oidc,
             f.clock.now(),
         )
         .await;

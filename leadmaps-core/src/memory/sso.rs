@@ -19,7 +19,7 @@ use crate::scim::{
     require_directory, write_draft,
 };
 use crate::sso::{
-    OidcConnection, SsoSettings, SsoStore, check_session_scope, connection_draft,
+    OidcConnection, SsoProtocol, SsoSettings, SsoStore, check_session_scope, connection_draft,
     enforcement_draft, login_draft, plan_draft, removal_draft, require_feature,
     require_provisioning, require_sso_read,
 };
@@ -177,6 +177,7 @@ impl SsoStore for MemoryStore {
         &self,
         scope: &Scope,
         session: &SessionRecord,
+        protocol: SsoProtocol,
         at: OffsetDateTime,
     ) -> Result<AuditRecord> {
         check_session_scope(scope, session)?;
@@ -187,7 +188,7 @@ impl SsoStore for MemoryStore {
         if state.sessions.contains_key(&session.selector) {
             return Err(Error::Conflict("session selector exists"));
         }
-        let record = state.append_audit(scope, login_draft(scope, user, "oidc"), at)?;
+        let record = state.append_audit(scope, login_draft(scope, user, protocol.as_str()), at)?;
         state
             .sessions
             .insert(session.selector.clone(), session.clone());
