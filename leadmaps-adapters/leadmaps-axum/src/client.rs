@@ -40,21 +40,6 @@ pub(crate) fn peer_ip(extensions: &axum::http::Extensions) -> Option<IpAddr> {
         })
 }
 
-/// The peer address of a request, as an extractor (never rejects).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Peer(pub(crate) Option<IpAddr>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Peer(peer_ip(&parts.extensions)))
-    }
-}
-
 /// The client address of a request from `peer`.
 ///
 /// `X-Forwarded-For` is read only when `peer` is in `trusted`; then its addresses are walked

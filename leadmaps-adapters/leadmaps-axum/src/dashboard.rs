@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::client::{Peer, client_ip};
+use crate::client::{client_ip, peer_ip};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -158,6 +158,14 @@ pub(crate) fn status(code: StatusCode, message: &'static str) -> Response {
 
 pub(crate) fn store_error(error: &leadmaps_core::Error) -> Response {
     use leadmaps_core::ErrorKind;
+    if let leadmaps_core::Error::Denied(denied @ Denied::FeatureNotInPlan(_)) = error {
+        // The plan's reason is the answer: which feature, and the least plan that has it.
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({ "error": denied.to_string() })),
+        )
+            .into_response();
+    }
     match error.kind() {
         ErrorKind::NotFound => status(StatusCode::NOT_FOUND, "not found"),
         ErrorKind::Denied => status(StatusCode::FORBIDDEN, "not permitted"),
@@ -233,48 +241,75 @@ async fn principal(state: &DashboardState, headers: &HeaderMap) -> Result<Princi
     })
 }
 
-/// Where a request comes from and what it carries: the peer address and the headers.
-pub(crate) struct Request<'a> {
-    pub(crate) peer: Peer,
-    pub(crate) headers: &'a HeaderMap,
+/// Where a request comes from and what it carries: the peer address and the headers. An
+/// extractor that never rejects.
+pub(crate) struct Caller {
+    peer: Option<IpAddr>,
+    pub(crate) headers: HeaderMap,
 }
 
-impl Request<'_> {
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            peer: peer_ip(&parts.extensions),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Caller {
     /// The client address behind trusted proxies; `None` without connect info.
     fn client(&self, state: &DashboardState) -> Option<IpAddr> {
         self.peer
-            .0
-            .map(|peer| client_ip(peer, self.headers, &state.trusted_proxies))
+            .map(|peer| client_ip(peer, &self.headers, &state.trusted_proxies))
     }
 }
 
 /// Authenticates the request, asks the gate for `action` on the workspace in the path, and
-/// enforces the workspace's IP allowlist (403 from outside it, before anything is read or
-/// changed; a request without a known client address is outside any non-empty list).
+/// enforces the workspace's IP allowlist ([`admit`]).
 pub(crate) async fn scope(
     state: &DashboardState,
-    request: &Request<'_>,
+    caller: &Caller,
     id: &str,
     action: Action,
 ) -> Result<Scope, Response> {
-    let principal = principal(state, request.headers).await?;
+    let principal = principal(state, &caller.headers).await?;
     let Ok(workspace) = id.parse::<WorkspaceId>() else {
         return Err(status(StatusCode::NOT_FOUND, "not found"));
     };
-    let scope = state
-        .gate
-        .authorize(&principal, workspace, action)
-        .map_err(|denied| match denied {
-            // Do not confirm that someone else's workspace exists.
-            Denied::NotAMember | Denied::StaffNeedsGrant => {
-                status(StatusCode::NOT_FOUND, "not found")
-            }
-            Denied::SecondFactorRequired => status(
-                StatusCode::FORBIDDEN,
-                "this workspace requires two-factor authentication",
-            ),
-            _ => status(StatusCode::FORBIDDEN, "not permitted"),
-        })?;
+    admit(state, caller, &principal, workspace, action).await
+}
+
+/// Asks the gate for `action` on `workspace` for an authenticated `principal`, then enforces
+/// the workspace's IP allowlist (403 from outside it, before anything is read or changed; a
+/// request without a known client address is outside any non-empty list).
+async fn admit(
+    state: &DashboardState,
+    caller: &Caller,
+    principal: &Principal,
+    workspace: WorkspaceId,
+    action: Action,
+) -> Result<Scope, Response> {
+    let scope =
+        state
+            .gate
+            .authorize(principal, workspace, action)
+            .map_err(|denied| match denied {
+                // Do not confirm that someone else's workspace exists.
+                Denied::NotAMember | Denied::StaffNeedsGrant => {
+                    status(StatusCode::NOT_FOUND, "not found")
+                }
+                Denied::SecondFactorRequired => status(
+                    StatusCode::FORBIDDEN,
+                    "this workspace requires two-factor authentication",
+                ),
+                _ => status(StatusCode::FORBIDDEN, "not permitted"),
+            })?;
     let allowlist = state
         .store
         .workspace(&scope)
@@ -282,11 +317,7 @@ pub(crate) async fn scope(
         .map_err(|e| store_error(&e))?
         .policy
         .ip_allowlist;
-    if !allowlist.is_empty()
-        && !request
-            .client(state)
-            .is_some_and(|ip| allowlist.permits(ip))
-    {
+    if !allowlist.is_empty() && !caller.client(state).is_some_and(|ip| allowlist.permits(ip)) {
         return Err(status(
             StatusCode::FORBIDDEN,
             "this workspace does not admit requests from this address",
@@ -298,20 +329,9 @@ pub(crate) async fn scope(
 async fn workspace(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    let scope = match scope(
-        &state,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::WorkspaceRead,
-    )
-    .await
-    {
+    let scope = match scope(&state, &caller, &id, Action::WorkspaceRead).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -328,20 +348,9 @@ async fn workspace(
 async fn sites(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    let scope = match scope(
-        &state,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::WorkspaceRead,
-    )
-    .await
-    {
+    let scope = match scope(&state, &caller, &id, Action::WorkspaceRead).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -384,20 +393,9 @@ async fn events(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
     Query(window): Query<Window>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    let scope = match scope(
-        &state,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::EventRead,
-    )
-    .await
-    {
+    let scope = match scope(&state, &caller, &id, Action::EventRead).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -422,20 +420,9 @@ async fn events(
 async fn drops(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    let scope = match scope(
-        &state,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::EventRead,
-    )
-    .await
-    {
+    let scope = match scope(&state, &caller, &id, Action::EventRead).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -482,7 +469,7 @@ impl RetentionBody {
 
 /// The JSON body of a policy route, refused unless it is `application/json` (so a cross-site
 /// form cannot send it with a member's cookie).
-fn policy_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],
     expected: &'static str,
@@ -517,17 +504,17 @@ async fn change_policy(state: &DashboardState, scope: &Scope, change: PolicyChan
 async fn policy_route<B: serde::de::DeserializeOwned>(
     state: &DashboardState,
     id: &str,
-    request: Request<'_>,
+    caller: Caller,
     body: &[u8],
     expected: &'static str,
-    change: impl FnOnce(B, &Request<'_>) -> Result<PolicyChange, (StatusCode, String)>,
+    change: impl FnOnce(B, &Caller) -> Result<PolicyChange, (StatusCode, String)>,
 ) -> Response {
-    let scope = match scope(state, &request, id, Action::WorkspaceUpdate).await {
+    let scope = match scope(state, &caller, id, Action::WorkspaceUpdate).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
-    match policy_body::<B>(request.headers, body, expected) {
-        Ok(body) => match change(body, &request) {
+    match json_body::<B>(&caller.headers, body, expected) {
+        Ok(body) => match change(body, &caller) {
             Ok(change) => change_policy(state, &scope, change).await,
             Err((code, message)) => (code, axum::Json(json!({ "error": message }))).into_response(),
         },
@@ -539,16 +526,11 @@ async fn policy_route<B: serde::de::DeserializeOwned>(
 async fn set_policy(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let request = Request {
-        peer,
-        headers: &headers,
-    };
     let expected = "expected {\"require_totp\": true|false}";
-    policy_route(&state, &id, request, &body, expected, |b: PolicyBody, _| {
+    policy_route(&state, &id, caller, &body, expected, |b: PolicyBody, _| {
         Ok(PolicyChange::RequireTotp(b.require_totp))
     })
     .await
@@ -559,25 +541,20 @@ async fn set_policy(
 async fn set_ip_allowlist(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let request = Request {
-        peer,
-        headers: &headers,
-    };
     let expected = "expected {\"ranges\": [CIDR, ...]}";
     policy_route(
         &state,
         &id,
-        request,
+        caller,
         &body,
         expected,
-        |b: AllowlistBody, request| {
+        |b: AllowlistBody, caller| {
             let list = IpAllowlist::parse(&b.ranges)
                 .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-            if !list.is_empty() && !request.client(&state).is_some_and(|ip| list.permits(ip)) {
+            if !list.is_empty() && !caller.client(&state).is_some_and(|ip| list.permits(ip)) {
                 return Err((
                     StatusCode::CONFLICT,
                     "the new allowlist would not admit this request's address".to_owned(),
@@ -593,19 +570,14 @@ async fn set_ip_allowlist(
 async fn set_retention(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let request = Request {
-        peer,
-        headers: &headers,
-    };
     let expected = "expected {\"days\": n|null}";
     policy_route(
         &state,
         &id,
-        request,
+        caller,
         &body,
         expected,
         |b: RetentionBody, _| {
@@ -694,20 +666,9 @@ async fn audit(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
     Query(query): Query<AuditQuery>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    let scope = match scope(
-        &state,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::AuditRead,
-    )
-    .await
-    {
+    let scope = match scope(&state, &caller, &id, Action::AuditRead).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -727,35 +688,20 @@ async fn audit_export(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
     Query(query): Query<AuditQuery>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    let scope = match scope(
-        &state,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::AuditRead,
-    )
-    .await
-    {
+    let scope = match scope(&state, &caller, &id, Action::AuditRead).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
     // Export is a plan feature (Pro and above); reading the log page by page is not.
-    match state.store.sso_settings(&scope).await {
-        Ok(settings) => {
-            if let Err(denied) = settings.plan.require(Feature::AuditExport) {
-                return (
-                    StatusCode::FORBIDDEN,
-                    axum::Json(json!({ "error": denied.to_string() })),
-                )
-                    .into_response();
-            }
-        }
-        Err(e) => return store_error(&e),
+    let allowed = state
+        .store
+        .sso_settings(&scope)
+        .await
+        .and_then(|settings| Ok(settings.plan.require(Feature::AuditExport)?));
+    if let Err(e) = allowed {
+        return store_error(&e);
     }
     let mut out = String::new();
     let mut query = query;
@@ -787,12 +733,8 @@ async fn audit_export(
 /// The sub-processor register in force, for workspace admins: an API key with `legal.read`, or
 /// a member session admitted to `legal.read` (admins) in at least one of its workspaces, through
 /// that workspace's IP allowlist. 401 without a credential; 403 for everyone else.
-async fn subprocessors(
-    State(state): State<Arc<DashboardState>>,
-    peer: Peer,
-    headers: HeaderMap,
-) -> Response {
-    let principal = match principal(&state, &headers).await {
+async fn subprocessors(State(state): State<Arc<DashboardState>>, caller: Caller) -> Response {
+    let principal = match principal(&state, &caller.headers).await {
         Ok(principal) => principal,
         Err(response) => return response,
     };
@@ -801,19 +743,11 @@ async fn subprocessors(
         Principal::Member { memberships, .. } => memberships.iter().map(|m| m.workspace).collect(),
         _ => Vec::new(),
     };
-    let request = Request {
-        peer,
-        headers: &headers,
-    };
     let mut admitted = false;
     for workspace in candidates {
-        if state
-            .gate
-            .authorize(&principal, workspace, Action::LegalRead)
+        if admit(&state, &caller, &principal, workspace, Action::LegalRead)
+            .await
             .is_ok()
-            && scope(&state, &request, &workspace.to_string(), Action::LegalRead)
-                .await
-                .is_ok()
         {
             admitted = true;
             break;
@@ -855,14 +789,9 @@ fn acceptance_json(acceptance: &DpaAcceptance) -> serde_json::Value {
 async fn dpa_acceptances(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    let request = Request {
-        peer,
-        headers: &headers,
-    };
-    let scope = match scope(&state, &request, &id, Action::LegalRead).await {
+    let scope = match scope(&state, &caller, &id, Action::LegalRead).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -887,19 +816,14 @@ struct DpaBody {
 async fn accept_dpa(
     State(state): State<Arc<DashboardState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let request = Request {
-        peer,
-        headers: &headers,
-    };
-    let scope = match scope(&state, &request, &id, Action::LegalAccept).await {
+    let scope = match scope(&state, &caller, &id, Action::LegalAccept).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
-    let body: DpaBody = match policy_body(&headers, &body, "expected {\"version\": \"...\"}") {
+    let body: DpaBody = match json_body(&caller.headers, &body, "expected {\"version\": \"...\"}") {
         Ok(body) => body,
         Err((code, message)) => return status(code, message),
     };

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use leadmaps_core::crypto::Vault;
@@ -28,9 +28,7 @@ use leadmaps_core::tenancy::Action;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::client::Peer;
-use crate::dashboard::Request;
-use crate::dashboard::{DashboardState, scope, status, store_error};
+use crate::dashboard::{Caller, DashboardState, json_body, scope, status, store_error};
 
 /// What the enterprise identity routes share.
 pub struct SsoAdminState {
@@ -99,16 +97,9 @@ pub fn sso_admin_routes(state: Arc<SsoAdminState>) -> Router {
         .with_state(state)
 }
 
-/// A store error, with the plan's reason spelled out.
+/// A store error; invalid input with its reason (the plan's reason comes from [`store_error`]).
 fn refused(error: &leadmaps_core::Error) -> Response {
     match error {
-        leadmaps_core::Error::Denied(
-            denied @ leadmaps_core::tenancy::Denied::FeatureNotInPlan(_),
-        ) => (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!({ "error": denied.to_string() })),
-        )
-            .into_response(),
         leadmaps_core::Error::Invalid(message) => (
             StatusCode::BAD_REQUEST,
             axum::Json(json!({ "error": message })),
@@ -118,34 +109,13 @@ fn refused(error: &leadmaps_core::Error) -> Response {
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<T, (StatusCode, &'static str)> {
-    if !crate::headers::is_json(headers) {
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json"));
-    }
-    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, "invalid request"))
-}
-
 async fn settings(
     State(state): State<Arc<SsoAdminState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
     let d = &state.dashboard;
-    let scope = match scope(
-        d,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::WorkspaceRead,
-    )
-    .await
-    {
+    let scope = match scope(d, &caller, &id, Action::WorkspaceRead).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -179,26 +149,15 @@ struct OidcBody {
 async fn configure(
     State(state): State<Arc<SsoAdminState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
     let d = &state.dashboard;
-    let scope = match scope(
-        d,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::SecretWrite,
-    )
-    .await
-    {
+    let scope = match scope(d, &caller, &id, Action::SecretWrite).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
-    let body: OidcBody = match json_body(&headers, &body) {
+    let body: OidcBody = match json_body(&caller.headers, &body, "invalid request") {
         Ok(body) => body,
         Err((code, message)) => return status(code, message),
     };
@@ -223,21 +182,10 @@ async fn configure(
 async fn remove(
     State(state): State<Arc<SsoAdminState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
     let d = &state.dashboard;
-    let scope = match scope(
-        d,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::SecretWrite,
-    )
-    .await
-    {
+    let scope = match scope(d, &caller, &id, Action::SecretWrite).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
@@ -257,26 +205,15 @@ struct EnforceBody {
 async fn enforce(
     State(state): State<Arc<SsoAdminState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
     let d = &state.dashboard;
-    let scope = match scope(
-        d,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::MemberManage,
-    )
-    .await
-    {
+    let scope = match scope(d, &caller, &id, Action::MemberManage).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
-    let body: EnforceBody = match json_body(&headers, &body) {
+    let body: EnforceBody = match json_body(&caller.headers, &body, "invalid request") {
         Ok(body) => body,
         Err((code, message)) => return status(code, message),
     };
@@ -299,26 +236,15 @@ struct TokenBody {
 async fn scim_token(
     State(state): State<Arc<SsoAdminState>>,
     Path(id): Path<String>,
-    peer: Peer,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> Response {
     let d = &state.dashboard;
-    let scope = match scope(
-        d,
-        &Request {
-            peer,
-            headers: &headers,
-        },
-        &id,
-        Action::MemberManage,
-    )
-    .await
-    {
+    let scope = match scope(d, &caller, &id, Action::MemberManage).await {
         Ok(scope) => scope,
         Err(response) => return response,
     };
-    let body: TokenBody = match json_body(&headers, &body) {
+    let body: TokenBody = match json_body(&caller.headers, &body, "invalid request") {
         Ok(body) => body,
         Err((code, message)) => return status(code, message),
     };
