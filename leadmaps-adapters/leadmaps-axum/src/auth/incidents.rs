@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use leadmaps_core::breach::{
-    Ack, Assessment, DataSet, Details, Engine, Incident, IncidentId, NewIncident, ObligationId,
-    Reassessment, Risk, Severity, Status,
+    Ack, Assessment, DataSet, Details, Engine, Incident, NewIncident, ObligationId, Reassessment,
+    Risk, Severity, Status,
 };
 use leadmaps_core::tenancy::BreachScope;
 use serde::Deserialize;
@@ -83,7 +83,8 @@ fn incident_json(incident: &Incident, now: OffsetDateTime) -> Value {
     value
 }
 
-fn id_of(text: &str) -> Result<IncidentId, leadmaps_core::Error> {
+/// An id from the path; one that does not parse names nothing: not found.
+pub(super) fn id_of<T: std::str::FromStr>(text: &str) -> Result<T, leadmaps_core::Error> {
     text.parse().map_err(|_| leadmaps_core::Error::NotFound)
 }
 
@@ -313,7 +314,7 @@ async fn update(
 /// Body of the acknowledge routes of incidents and vulnerability reports.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-pub(super) struct AckBody {
+struct AckBody {
     /// What shows it was done (for the authority: its reference).
     evidence: Option<String>,
     /// With `evidence`: why it is done late.
@@ -322,10 +323,29 @@ pub(super) struct AckBody {
     reason: Option<String>,
 }
 
+/// What an acknowledge route names and says: the record's id, the obligation, and the
+/// acknowledgement (404 for ids that do not parse, then the body's refusal).
+pub(super) fn ack_of<T: std::str::FromStr>(
+    id: &str,
+    obligation: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(T, ObligationId, Ack), (StatusCode, &'static str)> {
+    let (Ok(id), Ok(obligation)) = (id_of::<T>(id), obligation.parse::<ObligationId>()) else {
+        return Err((StatusCode::NOT_FOUND, "not found"));
+    };
+    let body: AckBody = json_body(headers, body)?;
+    let ack = body.ack().ok_or((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "send evidence (done) or reason (late), not both",
+    ))?;
+    Ok((id, obligation, ack))
+}
+
 impl AckBody {
     /// Done with evidence (and a reason when late), or still owed with the reason it is late;
     /// `None` for neither or both.
-    pub(super) fn ack(self) -> Option<Ack> {
+    fn ack(self) -> Option<Ack> {
         match (self.evidence, self.reason) {
             (Some(evidence), None) => Some(Ack::Done {
                 evidence,
@@ -347,16 +367,9 @@ async fn ack(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let (id, obligation) = match (id_of(&id), obligation.parse::<ObligationId>()) {
-        (Ok(id), Ok(obligation)) => (id, obligation),
-        _ => return error(StatusCode::NOT_FOUND, "not found"),
-    };
-    let body: AckBody = match json_body(&headers, &body) {
-        Ok(body) => body,
+    let (id, obligation, ack) = match ack_of(&id, &obligation, &headers, &body) {
+        Ok(found) => found,
         Err((code, message)) => return error(code, message),
-    };
-    let Some(ack) = body.ack() else {
-        return bad("send evidence (done) or reason (late), not both");
     };
     match engine.acknowledge(&scope, id, obligation, ack).await {
         Ok(incident) => axum::Json(incident_json(&incident, engine.now())).into_response(),

@@ -10,15 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use leadmaps_core::breach::ObligationId;
 use leadmaps_core::tenancy::BreachScope;
-use leadmaps_core::vulnerability::{Finding, Intake, NewReport, Report, ReportId};
+use leadmaps_core::vulnerability::{Finding, Intake, NewReport, Report};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::incidents::{AckBody, bad, failed};
+use super::incidents::{ack_of, failed, id_of};
 use super::{Ctx, error, json_body, staff_principal, staff_session};
 
 /// The vulnerability routes, merged into the staff router.
@@ -60,10 +59,6 @@ fn report_json(report: &Report, now: OffsetDateTime) -> Value {
         }
     }
     value
-}
-
-fn id_of(text: &str) -> Result<ReportId, leadmaps_core::Error> {
-    text.parse().map_err(|_| leadmaps_core::Error::NotFound)
 }
 
 async fn list(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
@@ -158,16 +153,9 @@ async fn ack(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let (id, obligation) = match (id_of(&id), obligation.parse::<ObligationId>()) {
-        (Ok(id), Ok(obligation)) => (id, obligation),
-        _ => return error(StatusCode::NOT_FOUND, "not found"),
-    };
-    let body: AckBody = match json_body(&headers, &body) {
-        Ok(body) => body,
+    let (id, obligation, ack) = match ack_of(&id, &obligation, &headers, &body) {
+        Ok(found) => found,
         Err((code, message)) => return error(code, message),
-    };
-    let Some(ack) = body.ack() else {
-        return bad("send evidence (done) or reason (late), not both");
     };
     match intake.acknowledge(&scope, id, obligation, ack).await {
         Ok(report) => axum::Json(report_json(&report, intake.now())).into_response(),
