@@ -442,6 +442,57 @@ pub async fn start_sso_session(
     Ok((token, session))
 }
 
+/// A member signed in through a workspace's identity provider ([`sign_in_member`]).
+#[derive(Debug)]
+pub struct MemberSignIn {
+    /// The member.
+    pub user: crate::tenancy::UserId,
+    /// The session token for the cookie (shown once).
+    pub token: crate::auth::tokens::SplitToken,
+    /// The session, bound to the workspace.
+    pub session: crate::auth::session::Session,
+}
+
+/// What every identity provider's successful login ends with, once the provider's assertion
+/// and the address's domain are checked: the user with `address`, if they are a member of
+/// `workspace`, gets a session bound to it ([`start_sso_session`], recorded with `protocol`).
+/// `None` when no user has the address or they are not a member there.
+///
+/// # Errors
+/// Store errors.
+pub async fn sign_in_member(
+    store: &dyn crate::store::Store,
+    hasher: &crate::auth::tokens::TokenHasher,
+    gate: &crate::tenancy::Gate,
+    workspace: WorkspaceId,
+    address: &crate::mail::Address,
+    protocol: SsoProtocol,
+    now: OffsetDateTime,
+) -> Result<Option<MemberSignIn>> {
+    let Some(user) = store.user_by_email(address).await? else {
+        return Ok(None);
+    };
+    let Some(membership) = store
+        .memberships(user.id)
+        .await?
+        .into_iter()
+        .find(|m| m.workspace == workspace)
+    else {
+        return Ok(None);
+    };
+    // The member's own scope: the login record names them.
+    let member = crate::tenancy::Principal::member(user.id, [(workspace, membership.role)]);
+    let Ok(scope) = gate.authorize(&member, workspace, Action::WorkspaceRead) else {
+        return Ok(None);
+    };
+    let (token, session) = start_sso_session(store, hasher, &scope, protocol, now).await?;
+    Ok(Some(MemberSignIn {
+        user: user.id,
+        token,
+        session,
+    }))
+}
+
 /// Opens a connection's client secret (any scope of the workspace that the vault admits).
 ///
 /// # Errors

@@ -466,41 +466,24 @@ impl OidcRp {
             .and_then(|e| Address::parse(&e).ok())
             .filter(|a| connection.domains.iter().any(|d| d == a.domain()))
             .ok_or(LoginFailure::UnverifiedEmail)?;
-        let user = self
-            .store
-            .user_by_email(&address)
-            .await
-            .map_err(|_| LoginFailure::Store)?
-            .ok_or(LoginFailure::NotAMember)?;
-        let membership = self
-            .store
-            .memberships(user.id)
-            .await
-            .map_err(|_| LoginFailure::Store)?
-            .into_iter()
-            .find(|m| m.workspace == workspace)
-            .ok_or(LoginFailure::NotAMember)?;
-        // The member's own scope: the login record names them.
-        let member = Principal::member(user.id, [(workspace, membership.role)]);
-        let member_scope = self
-            .gate
-            .authorize(&member, workspace, Action::WorkspaceRead)
-            .map_err(|_| LoginFailure::NotAMember)?;
-        let (token, session) = leadmaps_core::sso::start_sso_session(
+        let signed_in = leadmaps_core::sso::sign_in_member(
             &*self.store,
             &self.hasher,
-            &member_scope,
+            &self.gate,
+            workspace,
+            &address,
             leadmaps_core::sso::SsoProtocol::Oidc,
             self.clock.now(),
         )
         .await
-        .map_err(|_| LoginFailure::Store)?;
+        .map_err(|_| LoginFailure::Store)?
+        .ok_or(LoginFailure::NotAMember)?;
         tracing::info!("single sign-on succeeded");
         Ok(SsoLogin {
             workspace,
-            user: user.id,
-            token,
-            session,
+            user: signed_in.user,
+            token: signed_in.token,
+            session: signed_in.session,
         })
     }
 }

@@ -460,42 +460,25 @@ impl SamlLogins {
             .and_then(|e| Address::parse(e).ok())
             .filter(|a| config.domains.iter().any(|d| d == a.domain()))
             .ok_or(SamlLoginFailure::UnverifiedEmail)?;
-        let user = self
-            .store
-            .user_by_email(&address)
-            .await
-            .map_err(|_| SamlLoginFailure::Store)?
-            .ok_or(SamlLoginFailure::NotAMember)?;
-        let membership = self
-            .store
-            .memberships(user.id)
-            .await
-            .map_err(|_| SamlLoginFailure::Store)?
-            .into_iter()
-            .find(|m| m.workspace == workspace)
-            .ok_or(SamlLoginFailure::NotAMember)?;
-        // The member's own scope: the login record names them.
-        let member = Principal::member(user.id, [(workspace, membership.role)]);
-        let member_scope = self
-            .gate
-            .authorize(&member, workspace, Action::WorkspaceRead)
-            .map_err(|_| SamlLoginFailure::NotAMember)?;
         let now = self.clock.now();
-        let (token, session) = leadmaps_core::sso::start_sso_session(
+        let signed_in = leadmaps_core::sso::sign_in_member(
             &*self.store,
             &self.hasher,
-            &member_scope,
+            &self.gate,
+            workspace,
+            &address,
             SsoProtocol::Saml,
             now,
         )
         .await
-        .map_err(|_| SamlLoginFailure::Store)?;
+        .map_err(|_| SamlLoginFailure::Store)?
+        .ok_or(SamlLoginFailure::NotAMember)?;
         tracing::info!("SAML single sign-on succeeded");
         Ok(SamlLogin {
             workspace,
-            user: user.id,
-            token,
-            session,
+            user: signed_in.user,
+            token: signed_in.token,
+            session: signed_in.session,
             started_at: now,
         })
     }
