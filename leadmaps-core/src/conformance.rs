@@ -2482,7 +2482,17 @@ pub async fn staff_are_their_own_identities(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert_eq!(store.staff_by_email(&email).await.unwrap(), Some(staff));
+    assert_eq!(
+        store.staff_by_email(&email).await.unwrap(),
+        Some(staff.clone())
+    );
+    let later = StaffMember {
+        id: crate::tenancy::StaffId::new(),
+        email: crate::mail::Address::parse("night-shift@example.com").unwrap(),
+        created_at: start_time() + time::Duration::seconds(1),
+    };
+    store.create_staff(&later).await.unwrap();
+    assert_eq!(store.list_staff().await.unwrap(), [staff, later]);
 }
 
 /// Keys are listed and revoked only within their workspace; lookups for authentication find

@@ -308,11 +308,20 @@ impl KeyStore for MemoryStore {
             return Err(Denied::WrongScope.into());
         }
         let mut state = self.state();
-        let versions = state.tenant_keys.entry(key.workspace).or_default();
-        if versions.contains_key(&key.version) {
+        let exists = state
+            .tenant_keys
+            .get(&key.workspace)
+            .is_some_and(|versions| versions.contains_key(&key.version));
+        if exists {
             return Err(Error::Conflict("tenant key version exists"));
         }
-        versions.insert(key.version, key.clone());
+        let draft = drafts::tenant_key_created(scope, key.version, key.kek_id);
+        state.append_audit(scope, draft, key.created_at)?;
+        state
+            .tenant_keys
+            .entry(key.workspace)
+            .or_default()
+            .insert(key.version, key.clone());
         Ok(())
     }
 
@@ -927,6 +936,12 @@ impl StaffStore for MemoryStore {
 
     async fn staff(&self, id: StaffId) -> Result<Option<StaffMember>> {
         Ok(self.state().staff.get(&id).cloned())
+    }
+
+    async fn list_staff(&self) -> Result<Vec<StaffMember>> {
+        let mut staff: Vec<StaffMember> = self.state().staff.values().cloned().collect();
+        staff.sort_by_key(|s| (s.created_at, s.id));
+        Ok(staff)
     }
 
     async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>> {

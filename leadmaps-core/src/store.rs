@@ -207,7 +207,8 @@ pub trait KeyStore: Send + Sync {
     /// them: sealing and opening are steps of whatever action the scope admits.
     async fn tenant_keys(&self, scope: &Scope) -> Result<Vec<WrappedTenantKey>>;
 
-    /// Adds a tenant key. Any scope of the workspace may add one; `key.workspace` MUST equal
+    /// Adds a tenant key, with its `tenant_key.created` record (sealed at `key.created_at`) in
+    /// the same transaction. Any scope of the workspace may add one; `key.workspace` MUST equal
     /// `scope.workspace()`.
     ///
     /// # Errors

@@ -260,6 +260,18 @@ impl StaffStore for PostgresStore {
             .await?;
         row.as_ref().map(staff_from).transpose()
     }
+
+    async fn list_staff(&self) -> Result<Vec<StaffMember>> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT id, email, created_at FROM leadmaps.staff_members ORDER BY created_at, id",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = client.query(&select, &[]).await.map_err(pg)?;
+        rows.iter().map(staff_from).collect()
+    }
 }
 
 #[async_trait]

@@ -548,6 +548,8 @@ impl KeyStore for PostgresStore {
         )
         .await
         .map_err(|e| pg_conflict(e, "tenant key version exists"))?;
+        let draft = drafts::tenant_key_created(scope, key.version, key.kek_id);
+        crate::audit::append_in(&tx, scope.workspace(), draft, key.created_at).await?;
         tx.commit().await.map_err(pg)
     }
 

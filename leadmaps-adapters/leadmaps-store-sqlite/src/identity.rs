@@ -212,6 +212,16 @@ impl StaffStore for SqliteStore {
             .await
     }
 
+    async fn list_staff(&self) -> Result<Vec<StaffMember>> {
+        self.conn
+            .run(move |conn| {
+                let mut select = conn.prepare_cached(sql::LIST_STAFF).map_err(db)?;
+                let rows = select.query_map([], read_staff).map_err(db)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+            })
+            .await
+    }
+
     async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>> {
         let email = email.as_str().to_owned();
         self.conn

@@ -43,15 +43,15 @@ impl KeyStore for SqliteStore {
         let nanos = unix_nanos(key.created_at)?;
         let id = id_bytes(scope.workspace());
         let (version, kek_id, blob) = (key.version, key.kek_id, key.blob.clone());
-        self.conn
-            .run(move |conn| {
-                let mut insert = conn.prepare_cached(sql::INSERT_TENANT_KEY).map_err(db)?;
-                insert
-                    .execute(params![id, version, kek_id, blob, nanos])
-                    .map_err(|e| classify(e, "tenant key version exists"))?;
-                Ok(())
-            })
-            .await
+        let draft = drafts::tenant_key_created(scope, version, kek_id);
+        self.logged(scope.workspace(), key.created_at, move |tx| {
+            let mut insert = tx.prepare_cached(sql::INSERT_TENANT_KEY).map_err(db)?;
+            insert
+                .execute(params![id, version, kek_id, blob, nanos])
+                .map_err(|e| classify(e, "tenant key version exists"))?;
+            Ok(((), Some(draft)))
+        })
+        .await
     }
 
     async fn rewrap_tenant_key(

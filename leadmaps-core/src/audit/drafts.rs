@@ -70,6 +70,16 @@ pub fn tenant_key_rewrapped(scope: &Scope, version: u32, from: u32, to: u32) -> 
     .with_after(json!({ "kek_id": to }))
 }
 
+/// `tenant_key.created`: the version and the KEK it is wrapped under.
+pub fn tenant_key_created(scope: &Scope, version: u32, kek_id: u32) -> AuditDraft {
+    AuditDraft::new(
+        scope,
+        AuditAction::TenantKeyCreated,
+        Target::new("tenant_key", version.to_string()),
+    )
+    .with_after(json!({ "kek_id": kek_id }))
+}
+
 /// `tenant_keys.destroyed`: how many (crypto-shredding).
 pub fn tenant_keys_destroyed(scope: &Scope, count: u64) -> AuditDraft {
     workspace(scope, AuditAction::TenantKeysDestroyed).with_after(json!({ "destroyed": count }))

@@ -38,6 +38,9 @@ pub trait StaffStore: Send + Sync {
     async fn staff_by_email(&self, email: &Address) -> Result<Option<StaffMember>>;
     /// A staff member by id.
     async fn staff(&self, id: StaffId) -> Result<Option<StaffMember>>;
+    /// Every staff member, oldest first (ties by id): what `server verify` walks to show each
+    /// has a second factor.
+    async fn list_staff(&self) -> Result<Vec<StaffMember>>;
 }
 
 /// How long a step-up grant lasts.

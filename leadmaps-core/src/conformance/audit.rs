@@ -603,7 +603,12 @@ pub async fn mutations_are_logged_with_their_change(store: Arc<dyn Store>) {
         blob: vec![9; 60],
         created_at: at,
     };
-    store.insert_tenant_key(&keys, &wrapped).await.unwrap();
+    let r = one(
+        appended!(store.insert_tenant_key(&keys, &wrapped).await.unwrap()),
+        AuditAction::TenantKeyCreated,
+    );
+    assert_eq!(r.target.id, "1");
+    assert_eq!(r.after, Some(serde_json::json!({ "kek_id": 1 })));
     assert!(
         appended!(assert!(
             !store
