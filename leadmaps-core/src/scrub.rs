@@ -108,21 +108,10 @@ const AGENT_FIELDS: &[&str] = &["user_agent", "useragent", "ua"];
 /// Returns `text` with every e-mail address, IP address, API key, token, cookie value and
 /// secret-looking string replaced by its [`Redaction::marker`]. Borrows when nothing matched.
 pub fn scrub(text: &str) -> Cow<'_, str> {
-    let mut spans = Vec::new();
-    header_spans(text, &mut spans);
-    assignment_spans(text, &mut spans);
-    bearer_spans(text, &mut spans);
-    email_spans(text, &mut spans);
-    ipv6_spans(text, &mut spans);
-    ipv4_spans(text, &mut spans);
-    api_key_spans(text, &mut spans);
-    jwt_spans(text, &mut spans);
-    secret_spans(text, &mut spans);
+    let spans = find(text);
     if spans.is_empty() {
         return Cow::Borrowed(text);
     }
-    // Earliest first; of two starting together, the longer.
-    spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for (start, end, kind) in spans {
@@ -139,6 +128,24 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     }
     out.push_str(&text[at..]);
     Cow::Owned(out)
+}
+
+/// Every span [`scrub`] would replace, as `(start, end, kind)` byte ranges of `text`: earliest
+/// first, of two starting together the longer; spans may overlap. For scanners that must say
+/// what they found without repeating it (`server verify`'s dump scan).
+pub fn find(text: &str) -> Vec<(usize, usize, Redaction)> {
+    let mut spans = Vec::new();
+    header_spans(text, &mut spans);
+    assignment_spans(text, &mut spans);
+    bearer_spans(text, &mut spans);
+    email_spans(text, &mut spans);
+    ipv6_spans(text, &mut spans);
+    ipv4_spans(text, &mut spans);
+    api_key_spans(text, &mut spans);
+    jwt_spans(text, &mut spans);
+    secret_spans(text, &mut spans);
+    spans.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    spans
 }
 
 /// Scrubs a structured field: its whole value when its name says it holds personal data or a

@@ -313,11 +313,14 @@ pub enum SystemTask {
     /// The sub-processor notifier: reads who administers a workspace (to e-mail them about a
     /// change of the sub-processor register) and records the notice in its audit log.
     Legal,
+    /// `server verify`: reads a workspace's settings (its region, against where its data is
+    /// stored). Read-only.
+    Verify,
 }
 
 impl SystemTask {
     /// Every task.
-    pub const ALL: [SystemTask; 9] = [
+    pub const ALL: [SystemTask; 10] = [
         SystemTask::Provisioning,
         SystemTask::KeyRotation,
         SystemTask::SaltRotation,
@@ -327,6 +330,7 @@ impl SystemTask {
         SystemTask::Breach,
         SystemTask::SingleSignOn,
         SystemTask::Legal,
+        SystemTask::Verify,
     ];
 
     /// The stable name, for storage (audit records name the task that acted).
@@ -341,6 +345,7 @@ impl SystemTask {
             SystemTask::Breach => "breach",
             SystemTask::SingleSignOn => "sso",
             SystemTask::Legal => "legal",
+            SystemTask::Verify => "verify",
         }
     }
 
@@ -367,6 +372,7 @@ impl SystemTask {
                 matches!(action, Action::WorkspaceRead | Action::SecretRead)
             }
             SystemTask::Legal => matches!(action, Action::WorkspaceRead | Action::LegalRead),
+            SystemTask::Verify => matches!(action, Action::WorkspaceRead),
         }
     }
 }

@@ -597,28 +597,6 @@ struct AuditQuery {
     action: Option<String>,
 }
 
-fn audit_json(record: &AuditRecord) -> serde_json::Value {
-    let hex = |bytes: &[u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    json!({
-        "seq": record.seq,
-        "id": record.id.to_string(),
-        "at": record.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        "actor": {
-            "kind": record.actor.kind(),
-            "id": record.actor.subject(),
-            "impersonation_grant": record.actor.grant().map(|g| g.to_string()),
-        },
-        "action": record.action.as_str(),
-        "target": {"kind": record.target.kind, "id": record.target.id},
-        "before": record.before,
-        "after": record.after,
-        "patch": record.patch,
-        "request_id": record.request_id,
-        "hash": hex(&record.hash),
-        "prev_hash": hex(&record.prev_hash),
-    })
-}
-
 /// One page of the customer-visible records after the cursor, filtered by action.
 async fn audit_page(
     state: &DashboardState,
@@ -675,7 +653,7 @@ async fn audit(
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     match audit_page(&state, &scope, &query, limit).await {
         Ok((records, cursor, end)) => axum::Json(json!({
-            "records": records.iter().map(audit_json).collect::<Vec<_>>(),
+            "records": records.iter().map(AuditRecord::to_json).collect::<Vec<_>>(),
             "next_after": (!end).then_some(cursor),
         }))
         .into_response(),
@@ -711,7 +689,7 @@ async fn audit_export(
             Err(response) => return response,
         };
         for record in &records {
-            out.push_str(&audit_json(record).to_string());
+            out.push_str(&record.to_json().to_string());
             out.push('\n');
         }
         if end {

@@ -518,6 +518,30 @@ impl AuditRecord {
             hash: self.hash,
         }
     }
+
+    /// The record as JSON, as the customer audit API and export and the evidence bundle show
+    /// it: times in RFC 3339, hashes in lower-case hex.
+    pub fn to_json(&self) -> Value {
+        let hex = |bytes: &[u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        serde_json::json!({
+            "seq": self.seq,
+            "id": self.id.to_string(),
+            "at": self.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "actor": {
+                "kind": self.actor.kind(),
+                "id": self.actor.subject(),
+                "impersonation_grant": self.actor.grant().map(|g| g.to_string()),
+            },
+            "action": self.action.as_str(),
+            "target": {"kind": self.target.kind, "id": self.target.id},
+            "before": self.before,
+            "after": self.after,
+            "patch": self.patch,
+            "request_id": self.request_id,
+            "hash": hex(&self.hash),
+            "prev_hash": hex(&self.prev_hash),
+        })
+    }
 }
 
 #[cfg(test)]
