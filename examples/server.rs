@@ -10,6 +10,8 @@
 //! cargo run --release --example server -- backup create   # to LEADMAPS_BACKUP_URL
 //! cargo run --release --example server -- backup list
 //! cargo run --release --example server -- backup restore --name leadmaps-...lmbk
+//! cargo run --release --example server -- verify --public-url https://analytics.example
+//! cargo run --release --example server -- evidence --out ./evidence
 //! ```
 //!
 //! Configuration, from flags or the environment:
@@ -225,6 +227,25 @@ enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Check every trust-page promise against this deployment (its database, its public base
+    /// URL, its backups) and print a pass/fail table; exit 1 if any promise fails.
+    Verify {
+        #[command(flatten)]
+        options: VerifyOptions,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run `verify` and write its report, the breach register, the sub-processor register and
+    /// the key-rotation history as a dated, hash-listed bundle (`sha256sum -c SHA256SUMS`);
+    /// exit 1 if any promise fails (the bundle is written either way).
+    Evidence {
+        #[command(flatten)]
+        options: VerifyOptions,
+        /// The directory to put the bundle in (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Security incidents and their GDPR breach clocks (staff only: name yourself with --as and
     /// prove it with a current TOTP code).
     Incident {
@@ -333,6 +354,27 @@ enum IncidentCommand {
         #[arg(long)]
         id: IncidentId,
     },
+}
+
+/// What `verify` and `evidence` reach beyond the database.
+#[derive(clap::Args, Debug)]
+struct VerifyOptions {
+    /// Where backups are kept (s3://bucket/prefix or file:///directory).
+    #[arg(long = "backup-url", env = "LEADMAPS_BACKUP_URL")]
+    backup_url: Option<String>,
+    /// A PEM file of CA certificates to trust beside the Mozilla roots (a private CA).
+    #[arg(long, env = "LEADMAPS_VERIFY_CA")]
+    ca: Option<PathBuf>,
+    /// The oldest the newest backup may be, in hours.
+    #[arg(long, default_value_t = 26)]
+    max_backup_age_hours: i64,
+    /// Skip the test restore of the newest backup into a scratch database.
+    #[arg(long)]
+    no_test_restore: bool,
+    /// Also require audit checkpoints at the writer's cadence up to now (for a server that has
+    /// been running the checkpoint writer).
+    #[arg(long)]
+    cadence: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -482,6 +524,11 @@ async fn main() -> Result<(), BoxError> {
     let vault = Arc::new(Vault::start(ring, store.clone(), clock.clone()).await?);
     let primary = vault.ring().primary().id();
     tracing::info!(primary_kek = primary, "key self-test passed");
+    let target = VerifyTarget {
+        database: cli.database.clone(),
+        region: cli.region,
+        public_url: cli.public_url.clone(),
+    };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let tls = match (&cli.tls_cert, &cli.tls_key) {
@@ -760,6 +807,39 @@ async fn main() -> Result<(), BoxError> {
             );
             Ok(())
         }
+        Command::Verify { options, json } => {
+            let deployment = deployment(&target, &options, store, vault.ring().clone(), clock)?;
+            let report = leadmaps_verify::verify(&deployment, &verify_settings(&options)).await;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{report}");
+            }
+            if !report.passed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Evidence { options, out } => {
+            let subprocessors = match &cli.subprocessors {
+                Some(path) => RegisterBook::from_json(&std::fs::read_to_string(path)?)?,
+                None => RegisterBook::default(),
+            };
+            let deployment = deployment(&target, &options, store, vault.ring().clone(), clock)?;
+            let report = leadmaps_verify::verify(&deployment, &verify_settings(&options)).await;
+            let bundle =
+                leadmaps_verify::evidence::write(&out, &deployment, &report, &subprocessors)
+                    .await?;
+            println!("{report}\n");
+            println!("evidence bundle {}", bundle.dir.display());
+            for (name, bytes, sha256) in &bundle.files {
+                println!("  {name:<28} {bytes:>9} bytes  {sha256}");
+            }
+            if !report.passed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Keys {
             command: KeysCommand::Check,
         } => {
@@ -787,6 +867,58 @@ async fn main() -> Result<(), BoxError> {
         | Command::Doctor
         | Command::Backup { .. } => unreachable!("handled above"),
     }
+}
+
+/// The deployment `verify` and `evidence` check: this process's database, store and keys, the
+/// public base URL, the trusted CAs and the backup target.
+fn deployment(
+    target: &VerifyTarget,
+    options: &VerifyOptions,
+    store: Arc<dyn Store>,
+    ring: KeyRing,
+    clock: Arc<dyn Clock>,
+) -> Result<leadmaps_verify::Deployment, BoxError> {
+    let database = if target.database.starts_with("postgres://")
+        || target.database.starts_with("postgresql://")
+    {
+        let owner = <tokio_postgres::Config as std::str::FromStr>::from_str(&target.database)
+            .map_err(|_| "the Postgres connection string does not parse")?;
+        leadmaps_verify::Database::Postgres(Box::new(owner))
+    } else {
+        let path = target
+            .database
+            .strip_prefix("sqlite://")
+            .unwrap_or(&target.database);
+        leadmaps_verify::Database::Sqlite(PathBuf::from(path))
+    };
+    let mut deployment =
+        leadmaps_verify::Deployment::new(database, store, ring, target.region, clock);
+    if let Some(url) = &target.public_url {
+        deployment = deployment.with_public_url(url::Url::parse(url)?);
+    }
+    if let Some(ca) = &options.ca {
+        let certs = leadmaps_verify::transport::certificates_from_pem(&std::fs::read(ca)?)?;
+        deployment = deployment.with_trusted_certificates(certs);
+    }
+    if let Some(target) = &options.backup_url {
+        deployment =
+            deployment.with_backups(BackupTarget::from_url(target, &S3Options::from_env())?);
+    }
+    Ok(deployment)
+}
+
+fn verify_settings(options: &VerifyOptions) -> leadmaps_verify::Settings {
+    leadmaps_verify::Settings::default()
+        .with_audit_cadence(options.cadence)
+        .with_max_backup_age(time::Duration::hours(options.max_backup_age_hours))
+        .with_test_restore(!options.no_test_restore)
+}
+
+/// The parts of the command line that name the deployment `verify` checks.
+struct VerifyTarget {
+    database: String,
+    region: Region,
+    public_url: Option<String>,
 }
 
 async fn doctor(database: &str) -> Result<(), BoxError> {

@@ -37,6 +37,10 @@ pub use leadmaps_backup as backup;
 #[cfg(feature = "telemetry")]
 pub use leadmaps_telemetry as telemetry;
 
+/// The verifier of every trust-page promise, and the evidence bundle.
+#[cfg(feature = "verify")]
+pub use leadmaps_verify as verify;
+
 /// The Postgres store.
 #[cfg(feature = "postgres")]
 pub use leadmaps_store_postgres as postgres;
