@@ -5,6 +5,9 @@ mod reporter;
 #[cfg(feature = "sentry")]
 mod sentry;
 
+/// The Sentry SDK the reporter runs (for capturing directly; `before_send` scrubs those too).
+#[cfg(feature = "sentry")]
+pub use ::sentry as sentry_sdk;
 pub use layer::ScrubLayer;
 pub use reporter::{Captured, ErrorReporter, LineReporter, ScrubbedEvent};
 #[cfg(feature = "sentry")]

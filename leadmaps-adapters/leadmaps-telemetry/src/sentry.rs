@@ -11,7 +11,7 @@ use crate::reporter::{ErrorReporter, ScrubbedEvent};
 /// Sends events to Sentry. Holds the SDK's guard: dropping the reporter flushes and stops the
 /// client.
 pub struct SentryReporter {
-    _guard: sentry::ClientInitGuard,
+    guard: sentry::ClientInitGuard,
 }
 
 impl std::fmt::Debug for SentryReporter {
@@ -43,8 +43,13 @@ impl SentryReporter {
             Some(crumb)
         }));
         Ok(Self {
-            _guard: sentry::init(options),
+            guard: sentry::init(options),
         })
+    }
+
+    /// Waits up to `timeout` for queued events to be sent; whether the queue emptied.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        self.guard.flush(Some(timeout))
     }
 }
 
