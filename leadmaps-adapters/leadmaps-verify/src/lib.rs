@@ -186,7 +186,13 @@ pub async fn verify(deployment: &Deployment, settings: &Settings) -> Report {
         started_at,
         region: deployment.region.as_str().to_owned(),
         store: database.kind().to_owned(),
-        public_url: deployment.public_url.as_ref().map(|u| u.to_string()),
+        // Without any credentials the URL may carry.
+        public_url: deployment.public_url.as_ref().map(|url| {
+            let mut shown = url.clone();
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            shown.to_string()
+        }),
         checks: vec![
             transport, rls, secrets, personal, audit, staff, breach, residency, backups,
         ],
