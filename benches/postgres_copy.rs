@@ -7,7 +7,10 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`, a superuser), creates its own database and drops
 //! it afterwards. Knobs: `LEADMAPS_BENCH_EVENTS` (default 200000), `LEADMAPS_BENCH_BATCH` (1000
 //! events per batch), `LEADMAPS_BENCH_WORKSPACES` (1: how many workspaces each batch spans),
-//! `LEADMAPS_BENCH_ROUNDS` (4: the sides take turns, a quarter of the rows each).
+//! `LEADMAPS_BENCH_ROUNDS` (4: the sides take turns, a quarter of the rows each),
+//! `LEADMAPS_BENCH_IDS` (`generated`: the UUIDv7 the collector gives an event sent without an id,
+//! which is every event of Plausible's tracker; `client`: random UUIDv4s, as a batch client that
+//! sends its own idempotency keys might).
 //!
 //! Every side writes batch by batch on one connection, one transaction per batch, so each pays a
 //! commit per batch. The baseline is a plain table (same columns, no index, no constraint, no
@@ -86,9 +89,13 @@ async fn connect(config: &Config) -> Client {
 }
 
 /// A pageview like the collector stores: about 250 bytes of text.
-fn event(workspace: WorkspaceId, n: u64, at: OffsetDateTime) -> Event {
+fn event(workspace: WorkspaceId, n: u64, at: OffsetDateTime, client_ids: bool) -> Event {
     Event {
-        id: EventId(uuid::Uuid::new_v4()),
+        id: if client_ids {
+            EventId(uuid::Uuid::new_v4())
+        } else {
+            EventId::generate(at)
+        },
         workspace,
         domain: "shop.example.com".into(),
         name: if n.is_multiple_of(20) {
@@ -170,8 +177,18 @@ async fn run(admin: &Config, dbname: &str) {
     let batch = env("LEADMAPS_BENCH_BATCH", 1000).max(1);
     let workspaces = env("LEADMAPS_BENCH_WORKSPACES", 1).max(1);
     let rounds = env("LEADMAPS_BENCH_ROUNDS", 4).max(1);
+    let client_ids = match std::env::var("LEADMAPS_BENCH_IDS").as_deref() {
+        Ok("client") => true,
+        Ok("generated") | Err(_) => false,
+        Ok(other) => panic!("LEADMAPS_BENCH_IDS is generated or client, not {other:?}"),
+    };
+    let id_kind = if client_ids {
+        "client UUIDv4 ids"
+    } else {
+        "generated UUIDv7 ids"
+    };
     println!(
-        "postgres event writes: {events_total} events, {batch} per batch, {workspaces} workspace(s) per batch, {rounds} rounds"
+        "postgres event writes: {events_total} events, {batch} per batch, {workspaces} workspace(s) per batch, {rounds} rounds, {id_kind}"
     );
 
     let mut bench = admin.clone();
@@ -202,7 +219,7 @@ async fn run(admin: &Config, dbname: &str) {
         .map(|n| {
             let at = now - Duration::hours(1)
                 + Duration::milliseconds((n * 3_600_000 / events_total as u64) as i64);
-            event(ids[n as usize % workspaces], n, at)
+            event(ids[n as usize % workspaces], n, at, client_ids)
         })
         .collect();
     let batches: Vec<EventBatch> = events
@@ -235,7 +252,7 @@ async fn run(admin: &Config, dbname: &str) {
     .unwrap();
     // Warm up every path (statements prepared, partitions made) with other rows.
     let warm: Vec<Event> = (0..batch as u64)
-        .map(|n| event(ids[0], n, now - Duration::hours(2)))
+        .map(|n| event(ids[0], n, now - Duration::hours(2), client_ids))
         .collect();
     raw_copy(&raw, "raw_events", &warm, batch).await;
     raw_copy(&raw, "raw_events_ix", &warm, batch).await;
