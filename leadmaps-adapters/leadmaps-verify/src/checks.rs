@@ -16,7 +16,7 @@ use time::{Duration, OffsetDateTime};
 use crate::report::{Check, Promise, count};
 use crate::scan::Database;
 
-/// Register entries read per call.
+/// Rows read per store call (register entries, workspace ids).
 const PAGE: u32 = 500;
 
 /// Forced row-level security and the rest of the doctor's lints (Postgres); not applicable to
@@ -47,8 +47,8 @@ pub(crate) async fn row_level_security(database: &Database, app_role: Option<&st
         Ok(report) => Check::fail(
             promise,
             format!(
-                "the tenancy doctor has {} findings",
-                report.findings().len()
+                "the tenancy doctor has {}",
+                count(report.findings().len() as u64, "finding", "findings")
             ),
         )
         .with_details(
