@@ -1159,6 +1159,15 @@ impl AuditStore for MemoryStore {
             .cloned()
             .unwrap_or_default())
     }
+
+    async fn last_checkpoint(&self, scope: &Scope) -> Result<Option<Checkpoint>> {
+        scope.require(Action::AuditRead)?;
+        Ok(self
+            .state()
+            .checkpoints
+            .get(&scope.workspace())
+            .and_then(|all| all.last().cloned()))
+    }
 }
 
 #[async_trait]

@@ -277,4 +277,21 @@ impl AuditStore for PostgresStore {
             .await?;
         rows.iter().map(checkpoint_from_row).collect()
     }
+
+    async fn last_checkpoint(&self, scope: &Scope) -> Result<Option<Checkpoint>> {
+        scope.require(Action::AuditRead)?;
+        let rows = self
+            .scoped_read(
+                scope,
+                &format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM leadmaps.audit_checkpoints
+                     WHERE workspace_id = $1
+                     ORDER BY made_at DESC, seq DESC, head_hash DESC, key_id DESC, mac DESC
+                     LIMIT 1"
+                ),
+                &[&id(scope.workspace())],
+            )
+            .await?;
+        rows.first().map(checkpoint_from_row).transpose()
+    }
 }

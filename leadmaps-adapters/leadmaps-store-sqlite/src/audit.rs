@@ -261,4 +261,20 @@ impl AuditStore for SqliteStore {
             })
             .await
     }
+
+    async fn last_checkpoint(&self, scope: &Scope) -> Result<Option<Checkpoint>> {
+        scope.require(Action::AuditRead)?;
+        let id = id_bytes(scope.workspace());
+        self.conn
+            .run(move |conn| {
+                let mut select = conn
+                    .prepare_cached(sql::SELECT_LAST_AUDIT_CHECKPOINT)
+                    .map_err(db)?;
+                select
+                    .query_row([id], read_checkpoint)
+                    .optional()
+                    .map_err(db)
+            })
+            .await
+    }
 }

@@ -363,6 +363,10 @@ pub(crate) const INSERT_AUDIT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints 
 /// A workspace's checkpoints, by time, then seq.
 pub(crate) const SELECT_AUDIT_CHECKPOINTS: &str = "SELECT workspace_id, seq, head_hash, at, key_id, mac \
      FROM audit_checkpoints WHERE workspace_id = ?1 ORDER BY at, seq";
+/// A workspace's last checkpoint, from the end of its primary key.
+pub(crate) const SELECT_LAST_AUDIT_CHECKPOINT: &str = "SELECT workspace_id, seq, head_hash, at, key_id, mac \
+     FROM audit_checkpoints WHERE workspace_id = ?1 \
+     ORDER BY at DESC, seq DESC, key_id DESC, head_hash DESC, mac DESC LIMIT 1";
 
 // Breach notices go to a workspace's admins.
 
@@ -412,6 +416,7 @@ pub(crate) const SCOPED: &[&str] = &[
     SELECT_AUDIT_RECORDS,
     INSERT_AUDIT_CHECKPOINT,
     SELECT_AUDIT_CHECKPOINTS,
+    SELECT_LAST_AUDIT_CHECKPOINT,
     ADMIN_ADDRESSES,
     SELECT_SSO_SETTINGS,
     SET_PLAN,

@@ -87,7 +87,7 @@ impl AuditJob {
     pub async fn checkpoint(&self, workspace: WorkspaceId) -> Result<Option<Checkpoint>> {
         let scope = self.scope(workspace)?;
         let now = self.gate.now();
-        let last = self.store.checkpoints(&scope).await?.pop();
+        let last = self.store.last_checkpoint(&scope).await?;
         let mut head = last.as_ref().map_or(ChainHead::GENESIS, |c| ChainHead {
             seq: c.seq,
             hash: c.head_hash,

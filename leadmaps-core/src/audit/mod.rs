@@ -138,6 +138,12 @@ pub trait AuditStore: Send + Sync {
     /// Every checkpoint of the workspace, ascending by time, then seq. Requires
     /// [`crate::tenancy::Action::AuditRead`].
     async fn checkpoints(&self, scope: &Scope) -> Result<Vec<Checkpoint>>;
+
+    /// The workspace's last checkpoint in [`AuditStore::checkpoints`]' order (what the
+    /// checkpoint writer extends every minute), read without reading the others: stores answer
+    /// it from the end of their `(workspace, time, seq)` index. Requires
+    /// [`crate::tenancy::Action::AuditRead`].
+    async fn last_checkpoint(&self, scope: &Scope) -> Result<Option<Checkpoint>>;
 }
 
 /// Page size of [`AuditStoreExt::all_audit_records`].

@@ -290,6 +290,7 @@ pub async fn audit_reads_need_audit_read_and_stay_in_workspace(store: Arc<dyn St
             ErrorKind::Denied
         );
         assert_eq!(kind(store.checkpoints(&scope).await), ErrorKind::Denied);
+        assert_eq!(kind(store.last_checkpoint(&scope).await), ErrorKind::Denied);
         let checkpoint = signer().sign(f.a, ChainHead::GENESIS, f.clock.now());
         assert_eq!(
             kind(store.put_checkpoint(&scope, &checkpoint).await),
@@ -373,9 +374,11 @@ pub async fn audit_checkpoints_round_trip_and_verify(store: Arc<dyn Store>) {
     let signer = signer();
     let (audit_a, audit_b) = (audit_scope(&f, f.a), audit_scope(&f, f.b));
     assert!(store.checkpoints(&audit_a).await.unwrap().is_empty());
+    assert_eq!(store.last_checkpoint(&audit_a).await.unwrap(), None);
     f.clock.advance(Duration::nanoseconds(1_500));
     let empty = signer.sign(f.a, ChainHead::GENESIS, f.clock.now());
     store.put_checkpoint(&audit_a, &empty).await.unwrap();
+    assert_eq!(store.last_checkpoint(&audit_a).await.unwrap(), Some(empty));
 
     let update = f.a(Action::WorkspaceUpdate);
     let mut head = ChainHead::GENESIS;
@@ -395,6 +398,11 @@ pub async fn audit_checkpoints_round_trip_and_verify(store: Arc<dyn Store>) {
     assert_eq!(stored, [empty, at_head], "exactly, once, oldest first");
     assert!(stored.iter().all(|c| signer.verify(c)));
     assert!(store.checkpoints(&audit_b).await.unwrap().is_empty());
+    assert_eq!(
+        store.last_checkpoint(&audit_a).await.unwrap(),
+        Some(at_head)
+    );
+    assert_eq!(store.last_checkpoint(&audit_b).await.unwrap(), None);
 
     let report = store.verify_audit(&audit_a, &signer).await.unwrap();
     assert!(report.is_ok(), "{report}");
