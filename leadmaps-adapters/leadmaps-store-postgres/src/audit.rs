@@ -264,34 +264,31 @@ impl AuditStore for PostgresStore {
     }
 
     async fn checkpoints(&self, scope: &Scope) -> Result<Vec<Checkpoint>> {
+        self.checkpoint_rows(scope, "made_at, seq, head_hash, key_id, mac")
+            .await
+    }
+
+    async fn last_checkpoint(&self, scope: &Scope) -> Result<Option<Checkpoint>> {
+        let last = "made_at DESC, seq DESC, head_hash DESC, key_id DESC, mac DESC LIMIT 1";
+        Ok(self.checkpoint_rows(scope, last).await?.pop())
+    }
+}
+
+impl PostgresStore {
+    /// The workspace's checkpoints in `order` (the primary key's columns, with a `LIMIT` if
+    /// any), read under the scope.
+    async fn checkpoint_rows(&self, scope: &Scope, order: &str) -> Result<Vec<Checkpoint>> {
         scope.require(Action::AuditRead)?;
         let rows = self
             .scoped_read(
                 scope,
                 &format!(
                     "SELECT {CHECKPOINT_COLUMNS} FROM leadmaps.audit_checkpoints
-                     WHERE workspace_id = $1 ORDER BY made_at, seq, head_hash, key_id, mac"
+                     WHERE workspace_id = $1 ORDER BY {order}"
                 ),
                 &[&id(scope.workspace())],
             )
             .await?;
         rows.iter().map(checkpoint_from_row).collect()
-    }
-
-    async fn last_checkpoint(&self, scope: &Scope) -> Result<Option<Checkpoint>> {
-        scope.require(Action::AuditRead)?;
-        let rows = self
-            .scoped_read(
-                scope,
-                &format!(
-                    "SELECT {CHECKPOINT_COLUMNS} FROM leadmaps.audit_checkpoints
-                     WHERE workspace_id = $1
-                     ORDER BY made_at DESC, seq DESC, head_hash DESC, key_id DESC, mac DESC
-                     LIMIT 1"
-                ),
-                &[&id(scope.workspace())],
-            )
-            .await?;
-        rows.first().map(checkpoint_from_row).transpose()
     }
 }
