@@ -878,19 +878,7 @@ fn deployment(
     ring: KeyRing,
     clock: Arc<dyn Clock>,
 ) -> Result<leadmaps_verify::Deployment, BoxError> {
-    let database = if target.database.starts_with("postgres://")
-        || target.database.starts_with("postgresql://")
-    {
-        let owner = <tokio_postgres::Config as std::str::FromStr>::from_str(&target.database)
-            .map_err(|_| "the Postgres connection string does not parse")?;
-        leadmaps_verify::Database::Postgres(Box::new(owner))
-    } else {
-        let path = target
-            .database
-            .strip_prefix("sqlite://")
-            .unwrap_or(&target.database);
-        leadmaps_verify::Database::Sqlite(PathBuf::from(path))
-    };
+    let database = Database::from_url(&target.database)?;
     let mut deployment =
         leadmaps_verify::Deployment::new(database, store, ring, target.region, clock);
     if let Some(url) = &target.public_url {

@@ -134,6 +134,27 @@ pub trait WorkspaceStore: Send + Sync {
     ) -> Result<Vec<WorkspaceId>>;
 }
 
+/// Conveniences over any [`WorkspaceStore`].
+#[async_trait]
+pub trait WorkspaceStoreExt: WorkspaceStore {
+    /// Every workspace id the store holds, ascending, read in pages of 500; the instance tenant
+    /// is left out (it is no customer's workspace).
+    async fn all_workspace_ids(&self) -> Result<Vec<WorkspaceId>> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.workspace_ids(after, 500).await?;
+            let Some(last) = page.last().copied() else {
+                return Ok(all);
+            };
+            all.extend(page.into_iter().filter(|w| *w != WorkspaceId::INSTANCE));
+            after = Some(last);
+        }
+    }
+}
+
+impl<T: WorkspaceStore + ?Sized> WorkspaceStoreExt for T {}
+
 /// A sealed secret as stored: the blob is a v1 envelope whose context is rebuilt from the
 /// workspace, the table `secrets`, the column `value` and the name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use leadmaps_store_postgres::PostgresConfig;
 
 use crate::error::{Error, Result};
+use crate::format::SourceKind;
 
 /// A SQLite file or a Postgres database, as the reference server names them.
 #[derive(Clone)]
@@ -30,6 +31,14 @@ impl fmt::Debug for Database {
 }
 
 impl Database {
+    /// Which store it is.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Database::Sqlite(_) => SourceKind::Sqlite,
+            Database::Postgres(_) => SourceKind::Postgres,
+        }
+    }
+
     /// `postgres://...` or `postgresql://...` (the owner URL), else a SQLite path, with or
     /// without `sqlite://`.
     ///
@@ -93,8 +102,23 @@ impl PostgresDatabase {
         self
     }
 
-    /// The store configuration a restore migrates with.
-    pub(crate) fn store_config(&self) -> PostgresConfig {
+    /// The owner connection's configuration.
+    pub fn owner(&self) -> &tokio_postgres::Config {
+        &self.owner
+    }
+
+    /// The same server, owner and app role, another database (a scratch database to restore
+    /// into, say).
+    #[must_use]
+    pub fn on_database(&self, dbname: &str) -> Self {
+        let mut other = self.clone();
+        other.owner.dbname(dbname);
+        other
+    }
+
+    /// The store configuration: the owner connection and the app role (what a restore migrates
+    /// with, and what the tenancy doctor checks).
+    pub fn store_config(&self) -> PostgresConfig {
         let config = PostgresConfig::new(self.owner.clone());
         match &self.app_role {
             Some(role) => config.with_app_role(role.clone()),

@@ -2,12 +2,11 @@
 //! younger than the limit, and restores, verified end to end, into a scratch database (a
 //! temporary SQLite file, or a Postgres database created and dropped for the purpose).
 
-use leadmaps_backup::{BackupKeys, BackupTarget, SourceKind};
+use leadmaps_backup::{BackupKeys, BackupTarget, Database};
 use leadmaps_core::crypto::KeyRing;
 use time::{Duration, OffsetDateTime};
 
 use crate::report::{Check, Promise, count};
-use crate::scan::Database;
 
 /// Checks the newest backup's age and, with `test_restore`, restores it into a scratch
 /// database.
@@ -26,10 +25,7 @@ pub(crate) async fn check(
             "not checked: no backup target given (--backup-url or LEADMAPS_BACKUP_URL)",
         );
     };
-    let kind = match database {
-        Database::Sqlite(_) => SourceKind::Sqlite,
-        Database::Postgres(_) => SourceKind::Postgres,
-    };
+    let kind = database.kind();
     let entries = match leadmaps_backup::list(target).await {
         Ok(entries) => entries,
         Err(error) => return Check::error(promise, "listing the backups", &error),
@@ -101,22 +97,18 @@ async fn restore_to_scratch(
     match database {
         Database::Sqlite(_) => {
             let dir = tempfile::tempdir()?;
-            let scratch = leadmaps_backup::Database::Sqlite(dir.path().join("restore.db"));
+            let scratch = Database::Sqlite(dir.path().join("restore.db"));
             let report = leadmaps_backup::restore(target, name, &keys, &scratch, &()).await?;
             Ok(counts(report))
         }
-        Database::Postgres(owner) => {
+        Database::Postgres(pg) => {
             let scratch_name = format!("leadmaps_verify_{}", uuid::Uuid::new_v4().simple());
-            let (client, connection) = owner.connect(tokio_postgres::NoTls).await?;
+            let (client, connection) = pg.owner().connect(tokio_postgres::NoTls).await?;
             let driver = tokio::spawn(connection);
             client
                 .batch_execute(&format!("CREATE DATABASE \"{scratch_name}\""))
                 .await?;
-            let mut scratch = (**owner).clone();
-            scratch.dbname(&scratch_name);
-            let into = leadmaps_backup::Database::Postgres(Box::new(
-                leadmaps_backup::PostgresDatabase::new(scratch),
-            ));
+            let into = Database::Postgres(Box::new(pg.on_database(&scratch_name)));
             let restored = leadmaps_backup::restore(target, name, &keys, &into, &()).await;
             // Dropped whatever the restore did; a failure to drop is reported too.
             let dropped = client
@@ -130,5 +122,6 @@ async fn restore_to_scratch(
             dropped?;
             Ok(counts(report))
         }
+        _ => Err("test restores go into SQLite or Postgres only".into()),
     }
 }

@@ -5,37 +5,27 @@ use std::sync::Arc;
 
 use leadmaps_core::audit::{AuditJob, CheckpointSigner};
 use leadmaps_core::auth::totp::Subject;
-use leadmaps_core::breach::{self, RegisterEntry, Standing, verify_register};
+use leadmaps_core::breach::{self, BreachStoreExt as _, RegisterEntry, Standing, verify_register};
 use leadmaps_core::crypto::KeyRing;
-use leadmaps_core::store::Store;
-use leadmaps_core::tenancy::{Action, Gate, Principal, Region, SystemTask, WorkspaceId};
+use leadmaps_core::store::{Store, WorkspaceStoreExt as _};
+use leadmaps_core::tenancy::{Action, Gate, Principal, Region, SystemTask};
 use leadmaps_core::vulnerability;
-use leadmaps_store_postgres::PostgresConfig;
 use time::{Duration, OffsetDateTime};
 
 use crate::report::{Check, Promise, count};
-use crate::scan::Database;
-
-/// Rows read per store call (register entries, workspace ids).
-const PAGE: u32 = 500;
+use leadmaps_backup::Database;
 
 /// Forced row-level security and the rest of the doctor's lints (Postgres); not applicable to
 /// SQLite, which has no database-level tenancy.
-pub(crate) async fn row_level_security(database: &Database, app_role: Option<&str>) -> Check {
+pub(crate) async fn row_level_security(database: &Database) -> Check {
     let promise = Promise::RowLevelSecurity;
-    let owner = match database {
-        Database::Sqlite(_) => {
-            return Check::not_applicable(
-                promise,
-                "SQLite has no row-level security: the application gate is the only tenancy gate (the promise needs the Postgres store)",
-            );
-        }
-        Database::Postgres(owner) => owner,
+    let Database::Postgres(pg) = database else {
+        return Check::not_applicable(
+            promise,
+            "SQLite has no row-level security: the application gate is the only tenancy gate (the promise needs the Postgres store)",
+        );
     };
-    let mut config = PostgresConfig::new((**owner).clone());
-    if let Some(role) = app_role {
-        config = config.with_app_role(role);
-    }
+    let config = pg.store_config();
     match leadmaps_store_postgres::doctor(&config).await {
         Ok(report) if report.is_clean() => Check::pass(
             promise,
@@ -117,16 +107,7 @@ pub(crate) async fn register(
     gate: &Gate,
 ) -> leadmaps_core::Result<Vec<RegisterEntry>> {
     let scope = gate.authorize_breach(&Principal::System(SystemTask::Breach))?;
-    let mut entries: Vec<RegisterEntry> = Vec::new();
-    loop {
-        let after = entries.last().map_or(0, |e| e.seq);
-        let page = store.register_entries(&scope, after, PAGE).await?;
-        let full = page.len() == PAGE as usize;
-        entries.extend(page);
-        if !full {
-            return Ok(entries);
-        }
-    }
+    store.all_register_entries(&scope).await
 }
 
 /// Every staff member has a TOTP factor (a factor enrolled by `staff add` and not yet confirmed
@@ -260,21 +241,6 @@ pub(crate) async fn breach_clock(
     }
 }
 
-/// Every workspace id the store holds, ascending.
-pub(crate) async fn workspace_ids(
-    store: &Arc<dyn Store>,
-) -> leadmaps_core::Result<Vec<WorkspaceId>> {
-    let mut all: Vec<WorkspaceId> = Vec::new();
-    loop {
-        let page = store.workspace_ids(all.last().copied(), PAGE).await?;
-        let full = page.len() == PAGE as usize;
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
-}
-
 /// `3d 4h`, `2h 5m`, `12m`: a duration for people.
 fn span(duration: Duration) -> String {
     let minutes = duration.whole_minutes().max(0);
@@ -290,12 +256,12 @@ fn span(duration: Duration) -> String {
 pub(crate) async fn residency(store: &Arc<dyn Store>, gate: &Gate, region: Region) -> Check {
     let promise = Promise::Residency;
     let principal = Principal::System(SystemTask::Verify);
-    let ids = match workspace_ids(store).await {
+    let ids = match store.all_workspace_ids().await {
         Ok(ids) => ids,
         Err(error) => return Check::error(promise, "listing workspaces", &error),
     };
     let (mut stored, mut foreign) = (0u64, Vec::new());
-    for id in ids.into_iter().filter(|id| *id != WorkspaceId::INSTANCE) {
+    for id in ids {
         let workspace = match gate.authorize(&principal, id, Action::WorkspaceRead) {
             Ok(scope) => store.workspace(&scope).await,
             Err(denied) => Err(denied.into()),

@@ -21,15 +21,16 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use leadmaps_core::audit::{AuditAction, AuditStoreExt as _};
-use leadmaps_core::breach::verify_register;
+use leadmaps_core::breach::{actor_name, verify_register};
 use leadmaps_core::legal::RegisterBook;
+use leadmaps_core::store::WorkspaceStoreExt as _;
 use leadmaps_core::tenancy::{Action, Principal, SystemTask, WorkspaceId};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use time::format_description::well_known::Rfc3339;
 
 use crate::Deployment;
-use crate::checks::{register, workspace_ids};
+use crate::checks::register;
 use crate::report::Report;
 
 /// Why a bundle could not be written.
@@ -167,18 +168,11 @@ async fn breach_register(deployment: &Deployment) -> Result<Value, EvidenceError
     let entries: Vec<Value> = entries
         .iter()
         .map(|e| {
-            let actor = match e.actor {
-                leadmaps_core::tenancy::BreachActor::Staff(staff) => format!("staff:{staff}"),
-                leadmaps_core::tenancy::BreachActor::System(task) => {
-                    format!("system:{}", task.as_str())
-                }
-                ref other => format!("{other:?}"),
-            };
             json!({
                 "seq": e.seq,
                 "at": e.at.format(&Rfc3339).unwrap_or_default(),
                 "incident": e.incident.to_string(),
-                "actor": actor,
+                "actor": actor_name(e.actor),
                 "change": e.change.as_str(),
                 "snapshot": e.snapshot,
                 "prev_hash": hex::encode(e.prev_hash),
@@ -204,12 +198,7 @@ async fn key_rotation(deployment: &Deployment) -> Result<Value, EvidenceError> {
     let mut events = Vec::new();
     let auditor = Principal::System(SystemTask::Audit);
     let mut logs = vec![WorkspaceId::INSTANCE];
-    logs.extend(
-        workspace_ids(store)
-            .await?
-            .into_iter()
-            .filter(|w| *w != WorkspaceId::INSTANCE),
-    );
+    logs.extend(store.all_workspace_ids().await?);
     for workspace in logs {
         let scope = gate.authorize(&auditor, workspace, Action::AuditRead)?;
         for record in store.all_audit_records(&scope).await? {

@@ -19,14 +19,15 @@ use time::Duration;
 use url::Url;
 
 pub use crate::report::{Check, Promise, Report, Status};
-pub use crate::scan::Database;
+/// The database a deployment stores into (SQLite file, or Postgres through its owner): the
+/// backup crate's, so `verify`, `backup` and `restore` name it the same way.
+pub use leadmaps_backup::Database;
 
 /// A live deployment, as the verifier reaches it: its database (as the owner), its store, its
 /// keys, the region it serves, its public base URL and its backup target.
 #[derive(Clone)]
 pub struct Deployment {
     database: Database,
-    app_role: Option<String>,
     store: Arc<dyn Store>,
     ring: KeyRing,
     region: Region,
@@ -59,7 +60,6 @@ impl Deployment {
     ) -> Self {
         Self {
             database,
-            app_role: None,
             store,
             ring,
             region,
@@ -88,14 +88,6 @@ impl Deployment {
     #[must_use]
     pub fn with_backups(mut self, target: BackupTarget) -> Self {
         self.backups = Some(target);
-        self
-    }
-
-    /// The Postgres app role the doctor checks (default
-    /// [`leadmaps_store_postgres::DEFAULT_APP_ROLE`]).
-    #[must_use]
-    pub fn with_app_role(mut self, role: impl Into<String>) -> Self {
-        self.app_role = Some(role.into());
         self
     }
 
@@ -161,7 +153,7 @@ pub async fn verify(deployment: &Deployment, settings: &Settings) -> Report {
         transport::roots(&deployment.trusted),
     )
     .await;
-    let rls = checks::row_level_security(database, deployment.app_role.as_deref()).await;
+    let rls = checks::row_level_security(database).await;
     let (secrets, personal) = match scan::scan(database).await {
         Ok(scan) => (scan.secrets_check(), scan.personal_data_check()),
         Err(error) => (
@@ -185,7 +177,7 @@ pub async fn verify(deployment: &Deployment, settings: &Settings) -> Report {
     Report {
         started_at,
         region: deployment.region.as_str().to_owned(),
-        store: database.kind().to_owned(),
+        store: database.kind().as_str().to_owned(),
         // Without any credentials the URL may carry.
         public_url: deployment.public_url.as_ref().map(|url| {
             let mut shown = url.clone();

@@ -13,47 +13,13 @@
 //! Findings are counted by table, column and kind; a value is never kept or printed.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
 
 use futures_util::{StreamExt as _, pin_mut};
+use leadmaps_backup::Database;
 use leadmaps_core::crypto::envelope;
 use leadmaps_core::scrub::{self, Redaction};
 
 use crate::report::{Check, Promise, count};
-
-/// The database a deployment stores into.
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum Database {
-    /// A SQLite file.
-    Sqlite(PathBuf),
-    /// A Postgres database, reached through its owner connection. Reading every row needs a
-    /// role that bypasses row-level security (a superuser or `BYPASSRLS`), as for backups.
-    Postgres(Box<tokio_postgres::Config>),
-}
-
-impl fmt::Debug for Database {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Database::Postgres(config) => f
-                .debug_struct("Postgres")
-                .field("dbname", &config.get_dbname())
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
-impl Database {
-    /// `sqlite` or `postgres`.
-    pub const fn kind(&self) -> &'static str {
-        match self {
-            Database::Sqlite(_) => "sqlite",
-            Database::Postgres(_) => "postgres",
-        }
-    }
-}
 
 /// What a value held that it must not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -272,7 +238,8 @@ pub async fn scan(database: &Database) -> Result<Scan, ScanError> {
             let path = path.clone();
             tokio::task::spawn_blocking(move || scan_sqlite(&path)).await?
         }
-        Database::Postgres(config) => scan_postgres(config).await,
+        Database::Postgres(pg) => scan_postgres(pg.owner()).await,
+        _ => Err("the scan reads SQLite and Postgres databases only".into()),
     }
 }
 

@@ -198,15 +198,8 @@ async fn set_up(database: Database, store: Arc<dyn Store>, backups: &Path) -> Se
         &S3Options::default(),
     )
     .unwrap();
-    let source = match &database {
-        Database::Sqlite(path) => leadmaps_backup::Database::Sqlite(path.clone()),
-        Database::Postgres(owner) => leadmaps_backup::Database::Postgres(Box::new(
-            leadmaps_backup::PostgresDatabase::new((**owner).clone()),
-        )),
-        _ => unreachable!(),
-    };
     leadmaps_backup::create(
-        &source,
+        &database,
         &target,
         &BackupKeys::new(&ring),
         clock.as_ref(),
@@ -352,7 +345,9 @@ async fn postgres_scenario(owner: tokio_postgres::Config) {
     );
     let backups = tempfile::tempdir().unwrap();
     let setup = set_up(
-        Database::Postgres(Box::new(owner.clone())),
+        Database::Postgres(Box::new(leadmaps_backup::PostgresDatabase::new(
+            owner.clone(),
+        ))),
         store,
         backups.path(),
     )

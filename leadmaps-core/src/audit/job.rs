@@ -7,7 +7,7 @@ use super::{
     Report, record_hash, verify, verify_at,
 };
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{Store, WorkspaceStoreExt as _};
 use crate::tenancy::{Action, Gate, Principal, Scope, SystemTask, WorkspaceId};
 
 /// What one [`AuditJob::checkpoint_all`] did.
@@ -64,15 +64,8 @@ impl AuditJob {
     /// Every workspace id, the instance tenant first.
     async fn workspaces(&self) -> Result<Vec<WorkspaceId>> {
         let mut all = vec![WorkspaceId::INSTANCE];
-        let mut after = None;
-        loop {
-            let page = self.store.workspace_ids(after, 500).await?;
-            let Some(last) = page.last().copied() else {
-                return Ok(all);
-            };
-            all.extend(page.into_iter().filter(|w| *w != WorkspaceId::INSTANCE));
-            after = Some(last);
-        }
+        all.extend(self.store.all_workspace_ids().await?);
+        Ok(all)
     }
 
     /// Writes a checkpoint of `workspace` if one is due; returns it.

@@ -181,3 +181,28 @@ pub trait BreachStore: Send + Sync {
     /// visible to its members.
     async fn admin_addresses(&self, scope: &Scope) -> Result<Vec<Address>>;
 }
+
+/// Register entries read per call by [`BreachStoreExt::all_register_entries`].
+pub const REGISTER_PAGE: u32 = 1_000;
+
+/// Conveniences over any [`BreachStore`].
+#[async_trait]
+pub trait BreachStoreExt: BreachStore {
+    /// The whole register, in order, read in pages of [`REGISTER_PAGE`].
+    async fn all_register_entries(&self, scope: &BreachScope) -> Result<Vec<RegisterEntry>> {
+        let mut all: Vec<RegisterEntry> = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |e| e.seq);
+            let page = self.register_entries(scope, after, REGISTER_PAGE).await?;
+            // A store that does not move forward ends the read; verify_register then says why.
+            let done =
+                page.len() < REGISTER_PAGE as usize || page.last().is_none_or(|e| e.seq <= after);
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+impl<T: BreachStore + ?Sized> BreachStoreExt for T {}

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use leadmaps_core::breach::{
-    Ack, Assessment, DataSet, Details, Engine, Incident, NewIncident, ObligationId, Reassessment,
-    Risk, Severity, Status,
+    Ack, Assessment, BreachStoreExt as _, DataSet, Details, Engine, Incident, NewIncident,
+    ObligationId, Reassessment, Risk, Severity, Status,
 };
 use leadmaps_core::tenancy::BreachScope;
 use serde::Deserialize;
@@ -192,25 +192,22 @@ async fn show(State(ctx): State<Ctx>, headers: HeaderMap, Path(id): Path<String>
         Ok(incident) => incident,
         Err(e) => return failed(&e),
     };
-    let mut register = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = match engine.store().register_entries(&scope, after, 1_000).await {
-            Ok(page) => page,
-            Err(e) => return failed(&e),
-        };
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        register.extend(page.into_iter().filter(|e| e.incident == id).map(|e| {
-            json!({
-                "seq": e.seq,
-                "at": e.at.format(&Rfc3339).unwrap_or_default(),
-                "actor": leadmaps_core::breach::actor_name(e.actor),
-                "change": e.change.as_str(),
-                "hash": e.hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    let register: Vec<_> = match engine.store().all_register_entries(&scope).await {
+        Ok(entries) => entries
+            .into_iter()
+            .filter(|e| e.incident == id)
+            .map(|e| {
+                json!({
+                    "seq": e.seq,
+                    "at": e.at.format(&Rfc3339).unwrap_or_default(),
+                    "actor": leadmaps_core::breach::actor_name(e.actor),
+                    "change": e.change.as_str(),
+                    "hash": e.hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                })
             })
-        }));
-    }
+            .collect(),
+        Err(e) => return failed(&e),
+    };
     let deliveries = match engine.store().deliveries(&scope, id).await {
         Ok(deliveries) => deliveries,
         Err(e) => return failed(&e),
