@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::obligation::{Obligation, ObligationState};
+use super::obligation::{Obligation, ObligationState, check_all_settled};
 use super::rules::{Duty, RuleBook};
 use crate::audit::audit_time;
 use crate::error::{Error, Result};
@@ -661,13 +661,7 @@ impl Incident {
     /// # Errors
     /// [`Error::Invalid`] naming what is outstanding; [`Error::Conflict`] once closed.
     pub fn close(&mut self, now: OffsetDateTime) -> Result<()> {
-        if let Some(open) = self.obligations.iter().find(|o| !o.is_settled()) {
-            return Err(Error::invalid(format!(
-                "obligation {} ({}) is not settled: mark it done, with the reason if late",
-                open.id,
-                open.duty.as_str()
-            )));
-        }
+        check_all_settled(&self.obligations)?;
         self.touch(now)?;
         self.status = Status::Closed;
         Ok(())

@@ -64,7 +64,7 @@ mod draft;
 mod engine;
 mod incident;
 mod notifier;
-mod obligation;
+pub(crate) mod obligation;
 mod register;
 mod rules;
 #[cfg(test)]

@@ -207,3 +207,19 @@ impl Obligation {
         }
     }
 }
+
+/// Refuses to close while an obligation is not settled, naming the first one: what closing an
+/// incident or a vulnerability report requires.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the outstanding obligation.
+pub(crate) fn check_all_settled(obligations: &[Obligation]) -> Result<()> {
+    match obligations.iter().find(|o| !o.is_settled()) {
+        Some(open) => Err(Error::invalid(format!(
+            "obligation {} ({}) is not settled: mark it done, with the reason if late",
+            open.id,
+            open.duty.as_str()
+        ))),
+        None => Ok(()),
+    }
+}
