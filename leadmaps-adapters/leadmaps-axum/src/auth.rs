@@ -722,17 +722,15 @@ struct CodeBody {
     code: Option<String>,
 }
 
+/// [`crate::headers::json_body`], where an empty JSON body means every field's default.
 fn json_body<T: serde::de::DeserializeOwned + Default>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, (StatusCode, &'static str)> {
-    if !crate::headers::is_json(headers) {
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json"));
-    }
-    if body.is_empty() {
+    if body.is_empty() && crate::headers::is_json(headers) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, "malformed JSON"))
+    crate::headers::json_body(headers, body, "malformed JSON")
 }
 
 /// What a refused code means to a JSON client.

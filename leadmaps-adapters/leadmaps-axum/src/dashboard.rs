@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::client::{client_ip, peer_ip};
+use crate::headers::json_body;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -336,13 +337,17 @@ async fn workspace(
         Err(response) => return response,
     };
     match state.store.workspace(&scope).await {
-        Ok(ws) => axum::Json(json!({
-            "id": ws.id, "name": ws.name, "region": ws.region.as_str(),
-            "policy": ws.policy.to_json(),
-        }))
-        .into_response(),
+        Ok(ws) => axum::Json(workspace_json(&ws)).into_response(),
         Err(e) => store_error(&e),
     }
+}
+
+/// A workspace as the API shows it (its members, and staff under a grant).
+pub(crate) fn workspace_json(ws: &leadmaps_core::store::Workspace) -> serde_json::Value {
+    json!({
+        "id": ws.id, "name": ws.name, "region": ws.region.as_str(),
+        "policy": ws.policy.to_json(),
+    })
 }
 
 async fn sites(
@@ -465,19 +470,6 @@ impl RetentionBody {
             days => days.as_u64().and_then(|d| u32::try_from(d).ok()).map(Some),
         }
     }
-}
-
-/// The JSON body of a policy route, refused unless it is `application/json` (so a cross-site
-/// form cannot send it with a member's cookie).
-pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &[u8],
-    expected: &'static str,
-) -> Result<T, (StatusCode, &'static str)> {
-    if !crate::headers::is_json(headers) {
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json"));
-    }
-    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, expected))
 }
 
 /// Applies one policy change; the change and its audit record commit together, or neither does.

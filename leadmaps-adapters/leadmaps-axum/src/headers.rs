@@ -1,7 +1,7 @@
 //! Security headers on every response.
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
 const HEADERS: [(HeaderName, &str); 6] = [
@@ -44,4 +44,17 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A JSON request body as `T`: 415 unless declared `application/json` ([`is_json`]), 400 with
+/// `malformed` when it does not parse.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    malformed: &'static str,
+) -> Result<T, (StatusCode, &'static str)> {
+    if !is_json(headers) {
+        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json"));
+    }
+    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, malformed))
 }

@@ -28,7 +28,8 @@ use leadmaps_core::tenancy::Action;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::dashboard::{Caller, DashboardState, json_body, scope, status, store_error};
+use crate::dashboard::{Caller, DashboardState, scope, status, store_error};
+use crate::headers::json_body;
 
 /// What the enterprise identity routes share.
 pub struct SsoAdminState {

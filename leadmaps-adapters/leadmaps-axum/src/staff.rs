@@ -132,14 +132,10 @@ async fn open_grant(
     else {
         return error(StatusCode::FORBIDDEN, "staff only");
     };
-    if !crate::headers::is_json(&headers) {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json");
-    }
-    let Ok(body) = serde_json::from_slice::<OpenBody>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "expected {\"reason\": text, \"minutes\": 1-60, \"write\": false}",
-        );
+    let expected = "expected {\"reason\": text, \"minutes\": 1-60, \"write\": false}";
+    let body: OpenBody = match crate::headers::json_body(&headers, &body, expected) {
+        Ok(body) => body,
+        Err((code, message)) => return error(code, message),
     };
     let Ok(workspace) = id.parse::<WorkspaceId>() else {
         return error(StatusCode::NOT_FOUND, "not found");
@@ -247,11 +243,7 @@ async fn read_workspace(
         Err(response) => return response,
     };
     match state.store.workspace(&scope).await {
-        Ok(ws) => axum::Json(json!({
-            "id": ws.id, "name": ws.name, "region": ws.region.as_str(),
-            "policy": ws.policy.to_json(),
-        }))
-        .into_response(),
+        Ok(ws) => axum::Json(crate::dashboard::workspace_json(&ws)).into_response(),
         Err(e) => failed(&e),
     }
 }
