@@ -264,7 +264,9 @@ impl EventSink for SqliteStore {
             return Ok(Vec::new());
         }
         // The batcher awaits each commit before the next: no thread hand-offs on its path.
-        self.conn.run_in_place(move |conn| flat.write(conn)).await
+        self.conn
+            .commit_in_place(move |conn| flat.write(conn))
+            .await
     }
 
     async fn events(

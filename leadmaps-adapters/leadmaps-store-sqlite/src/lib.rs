@@ -31,8 +31,9 @@ pub use crate::migrate::SCHEMA_VERSION;
 /// The SQLite store: every leadmaps store trait on one embedded database.
 ///
 /// Cheap to clone; clones share the connection. Every call runs its SQL on tokio's blocking
-/// pool (`append_events`, on a multi-threaded runtime, in `block_in_place`), one at a time,
-/// behind a mutex. A file store checkpoints its WAL on a background thread with its own
+/// pool, one at a time, behind a mutex, except `append_events` on a multi-threaded runtime,
+/// which commits on the calling worker when the connection and SQLite's write lock are free
+/// (in `block_in_place` when not). A file store checkpoints its WAL on a background thread with its own
 /// connection, stopped when the last clone is dropped. SQLite has no row-level security, so the
 /// tenancy rule is held here: each scoped statement filters on `scope.workspace()`, and each
 /// table of customer data leads its primary key (or, for sites, an index) with `workspace_id`.

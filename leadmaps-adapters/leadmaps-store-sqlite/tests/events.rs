@@ -249,7 +249,8 @@ const CRASH_CHILD: &str = "LEADMAPS_SQLITE_INGEST_CRASH_CHILD";
 /// The child commits a batch, sees it acknowledged, and is killed with SIGKILL before any
 /// destructor or checkpoint runs; the parent then finds every event and drop count of it.
 #[cfg(unix)]
-#[tokio::test]
+// Multi-threaded, as the server runs: the batch commits on the async worker itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_batch_survives_a_killed_writer() {
     if let Ok(spec) = std::env::var(CRASH_CHILD) {
         let (path, ws) = spec.split_once('|').unwrap();
@@ -287,6 +288,41 @@ async fn an_acknowledged_batch_survives_a_killed_writer() {
         "the batch sits in the WAL, not yet checkpointed"
     );
     assert_batch(&SqliteStore::open(&path).unwrap(), ws).await;
+}
+
+/// A commit that finds SQLite's write lock taken by another connection (another process, as
+/// `server workspace create` beside a running server) neither fails nor writes twice: the
+/// attempt on the async worker gives up at once and the commit waits off the worker, with the
+/// busy timeout, until the other transaction ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_waits_for_another_writer_and_writes_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let ws = WorkspaceId::new();
+    create_workspace(store.as_ref(), ws, Region::Eu).await;
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let events = sample_events(ws);
+    let batch = batch_of(&events);
+    let writer = store.clone();
+    let commit = tokio::spawn(async move { writer.append_events(&batch).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !commit.is_finished(),
+        "the commit waits for the other writer"
+    );
+    other.execute_batch("COMMIT").unwrap();
+
+    let verdicts = commit.await.unwrap().unwrap();
+    assert_eq!(verdicts, vec![Verdict::Accepted; events.len()]);
+    assert_eq!(all_events(store.as_ref(), ws).await, events);
+    // The same batch again: every event is already there, once.
+    assert_eq!(
+        store.append_events(&batch_of(&events)).await.unwrap(),
+        vec![Verdict::Duplicate; events.len()]
+    );
 }
 
 /// One bad entry anywhere fails the whole batch, and nothing of it is written: not the events
