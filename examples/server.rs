@@ -781,7 +781,10 @@ async fn main() -> Result<(), BoxError> {
                 .ok_or("no staff member has that address (add one with `server staff add`)")?;
             // The code is checked as the staff sign-in challenge checks it (a factor enrolled by
             // `staff add` is confirmed by its first code), and is this command's step-up.
-            match totp.confirm(Subject::Staff(staff.id), &code).await? {
+            match totp
+                .confirm(Subject::Staff(staff.id), &code, &*store)
+                .await?
+            {
                 leadmaps::auth::totp::TotpOutcome::Accepted => {}
                 _ => return Err("the TOTP code was refused".into()),
             }

@@ -417,7 +417,10 @@ pub async fn totp_seeds_live_in_the_instance_tenant(store: Arc<dyn Store>) {
     let totp = Totp::default();
     let code = |now: OffsetDateTime| totp.format(totp.code_at(&seed, now.unix_timestamp() as u64));
     assert_eq!(
-        factors.confirm(subject, &code(clock.now())).await.unwrap(),
+        factors
+            .confirm(subject, &code(clock.now()), &*store)
+            .await
+            .unwrap(),
         TotpOutcome::Accepted
     );
     assert_eq!(factors.state(subject).await.unwrap(), FactorState::Active);

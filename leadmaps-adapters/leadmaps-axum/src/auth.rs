@@ -651,7 +651,12 @@ async fn challenge(
         // Staff confirm an operator-enrolled factor with their first code; customers only
         // face a challenge for a confirmed factor.
         let checked = match ctx.realm {
-            Realm::Staff => services.totp.confirm(session.subject, code).await,
+            Realm::Staff => {
+                services
+                    .totp
+                    .confirm(session.subject, code, &*services.audit)
+                    .await
+            }
             Realm::Customer => services.totp.check(session.subject, code).await,
         };
         match checked {
@@ -818,7 +823,7 @@ async fn confirm_enrolment(
     }
     match services
         .recovery
-        .confirm_enrolment(&services.totp, session.subject, &code)
+        .confirm_enrolment(&services.totp, session.subject, &code, &*services.audit)
         .await
     {
         Ok(Issued::Codes(codes)) => match services.sessions.rotate(&session, true).await {
@@ -853,7 +858,7 @@ async fn regenerate_codes(
     let services = ctx.services();
     match services
         .recovery
-        .regenerate(&services.totp, session.subject, &code)
+        .regenerate(&services.totp, session.subject, &code, &*services.audit)
         .await
     {
         Ok(Issued::Codes(codes)) => codes_response(&codes),

@@ -166,7 +166,10 @@ impl World {
     /// Enrols and confirms a factor; returns its seed. Moves the clock to the next step.
     async fn active_factor(&self, subject: Subject) -> Vec<u8> {
         let seed = self.enrol(subject).await;
-        self.totp.confirm(subject, &self.code(&seed)).await.unwrap();
+        self.totp
+            .confirm(subject, &self.code(&seed), &*self.store)
+            .await
+            .unwrap();
         self.clock.advance(Duration::seconds(30));
         seed
     }
@@ -391,7 +394,7 @@ async fn the_right_code_rotates_the_session_and_a_reused_one_is_refused_and_repo
 #[tokio::test]
 async fn enrolment_gives_recovery_codes_once_and_each_works_once() {
     let w = world().await;
-    w.user("bob@example.com").await;
+    let bob = w.user("bob@example.com").await;
     let first = w.sign_in("/auth", "bob@example.com").await;
     assert_eq!(
         first.headers[header::LOCATION],
@@ -456,6 +459,25 @@ async fn enrolment_gives_recovery_codes_once_and_each_works_once() {
         .collect();
     assert_eq!(codes.len(), 10);
     let full = confirmed.cookie();
+    // The enrolment is in the instance tenant's audit log, naming Bob.
+    let auditor = w
+        .gate
+        .authorize(
+            &Principal::System(SystemTask::Audit),
+            WorkspaceId::INSTANCE,
+            Action::AuditRead,
+        )
+        .unwrap();
+    let enrolled: Vec<_> = w
+        .store
+        .audit_records(&auditor, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == AuditAction::TotpEnrolled)
+        .collect();
+    assert_eq!(enrolled.len(), 1);
+    assert_eq!(enrolled[0].target.id, bob.to_string());
 
     // Replacing the factor from a first-factor session is refused.
     let second = {

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use super::tokens::recovery::{self, RecoveryHash};
 use super::totp::{Subject, TotpFactors, TotpOutcome};
+use crate::audit::{AuditAction, AuditStore};
 use crate::error::{Error, Result};
 
 /// Storage of recovery codes: one set per subject, slots `0..10`, each used at most once.
@@ -66,35 +67,52 @@ impl RecoveryCodes {
     }
 
     /// Confirms a pending TOTP enrolment with its first code and, if accepted, issues the first
-    /// set of recovery codes.
+    /// set of recovery codes. The enrolment is audited as [`TotpFactors::confirm`] says.
     ///
     /// # Errors
-    /// [`Error::NotFound`] without a factor; vault and store errors.
+    /// [`Error::NotFound`] without a factor; vault, store and audit errors.
     pub async fn confirm_enrolment(
         &self,
         factors: &TotpFactors,
         subject: Subject,
         code: &str,
+        audit: &dyn AuditStore,
     ) -> Result<Issued> {
-        match factors.confirm(subject, code).await? {
+        match factors.confirm(subject, code, audit).await? {
             TotpOutcome::Accepted => Ok(Issued::Codes(self.issue(subject).await?)),
             refused => Ok(Issued::Refused(refused)),
         }
     }
 
     /// Replaces the subject's codes after checking a current TOTP code: the fresh second factor
-    /// regeneration requires.
+    /// regeneration requires. `recovery_codes.regenerated` (after: how many codes, never the
+    /// codes) is appended to the instance tenant's audit log before the codes are replaced; if
+    /// it cannot be, the old codes stay and the error is returned.
     ///
     /// # Errors
-    /// [`Error::NotFound`] without an active factor; vault and store errors.
+    /// [`Error::NotFound`] without an active factor; vault, store and audit errors.
     pub async fn regenerate(
         &self,
         factors: &TotpFactors,
         subject: Subject,
         code: &str,
+        audit: &dyn AuditStore,
     ) -> Result<Issued> {
         match factors.check(subject, code).await? {
-            TotpOutcome::Accepted => Ok(Issued::Codes(self.issue(subject).await?)),
+            TotpOutcome::Accepted => {
+                let (shown, hashes) = blocking(recovery::generate).await?;
+                let after = serde_json::json!({ "count": hashes.len() });
+                factors
+                    .record(
+                        audit,
+                        subject,
+                        AuditAction::RecoveryCodesRegenerated,
+                        Some(after),
+                    )
+                    .await?;
+                self.store.put_recovery_codes(subject, &hashes).await?;
+                Ok(Issued::Codes(shown))
+            }
             refused => Ok(Issued::Refused(refused)),
         }
     }
@@ -180,19 +198,19 @@ mod tests {
 
     #[tokio::test]
     async fn codes_come_only_with_an_accepted_totp_code_and_work_once() {
-        let (_, clock, factors, recovery) = setup().await;
+        let (store, clock, factors, recovery) = setup().await;
         let subject = Subject::User(UserId::new());
         let uri = factors.enroll(subject, "a@example.com").await.unwrap();
         assert!(matches!(
             recovery
-                .confirm_enrolment(&factors, subject, "000000")
+                .confirm_enrolment(&factors, subject, "000000", store.as_ref())
                 .await
                 .unwrap(),
             Issued::Refused(TotpOutcome::Rejected { .. })
         ));
         assert_eq!(recovery.remaining(subject).await.unwrap(), 0);
         let Issued::Codes(codes) = recovery
-            .confirm_enrolment(&factors, subject, &code(&uri, &clock))
+            .confirm_enrolment(&factors, subject, &code(&uri, &clock), store.as_ref())
             .await
             .unwrap()
         else {
@@ -223,14 +241,14 @@ mod tests {
         // Regeneration needs a current code; the reused confirmation code is refused.
         assert!(matches!(
             recovery
-                .regenerate(&factors, subject, &code(&uri, &clock))
+                .regenerate(&factors, subject, &code(&uri, &clock), store.as_ref())
                 .await
                 .unwrap(),
             Issued::Refused(TotpOutcome::Reused)
         ));
         clock.advance(time::Duration::seconds(30));
         let Issued::Codes(fresh) = recovery
-            .regenerate(&factors, subject, &code(&uri, &clock))
+            .regenerate(&factors, subject, &code(&uri, &clock), store.as_ref())
             .await
             .unwrap()
         else {
@@ -262,5 +280,140 @@ mod tests {
             won += usize::from(task.await.unwrap());
         }
         assert_eq!(won, 1);
+    }
+
+    /// An audit log that refuses every append.
+    struct Refusing;
+
+    #[async_trait]
+    impl AuditStore for Refusing {
+        async fn append_audit(
+            &self,
+            _: &crate::tenancy::Scope,
+            _: crate::audit::AuditDraft,
+            _: OffsetDateTime,
+        ) -> Result<crate::audit::AuditRecord> {
+            Err(Error::unavailable(std::io::Error::other("audit log down")))
+        }
+        async fn audit_records(
+            &self,
+            _: &crate::tenancy::Scope,
+            _: u64,
+            _: u32,
+        ) -> Result<Vec<crate::audit::AuditRecord>> {
+            Ok(Vec::new())
+        }
+        async fn put_checkpoint(
+            &self,
+            _: &crate::tenancy::Scope,
+            _: &crate::audit::Checkpoint,
+        ) -> Result<()> {
+            Ok(())
+        }
+        async fn checkpoints(
+            &self,
+            _: &crate::tenancy::Scope,
+        ) -> Result<Vec<crate::audit::Checkpoint>> {
+            Ok(Vec::new())
+        }
+        async fn last_checkpoint(
+            &self,
+            _: &crate::tenancy::Scope,
+        ) -> Result<Option<crate::audit::Checkpoint>> {
+            Ok(None)
+        }
+    }
+
+    /// The instance tenant's records of `action`.
+    async fn recorded(store: &MemoryStore, action: AuditAction) -> Vec<crate::audit::AuditRecord> {
+        let clock = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH));
+        let auditor = Gate::new(clock)
+            .authorize(
+                &crate::tenancy::Principal::System(crate::tenancy::SystemTask::Audit),
+                crate::tenancy::WorkspaceId::INSTANCE,
+                crate::tenancy::Action::AuditRead,
+            )
+            .unwrap();
+        let records = store.audit_records(&auditor, 0, 1000).await.unwrap();
+        records.into_iter().filter(|r| r.action == action).collect()
+    }
+
+    /// Enrolment and regeneration are in the instance tenant's audit log, naming the person and
+    /// never a code; each is written before the change, so a log that refuses the record
+    /// leaves the factor pending or the old codes in place.
+    #[tokio::test]
+    async fn enrolment_and_regeneration_are_audited_first() {
+        let (store, clock, factors, recovery) = setup().await;
+        let subject = Subject::User(UserId::new());
+        let uri = factors.enroll(subject, "a@example.com").await.unwrap();
+
+        let refused = recovery
+            .confirm_enrolment(&factors, subject, &code(&uri, &clock), &Refusing)
+            .await;
+        assert_eq!(refused.unwrap_err().kind(), crate::ErrorKind::Unavailable);
+        assert_eq!(
+            factors.state(subject).await.unwrap(),
+            super::super::totp::FactorState::Pending,
+            "not audited, not enrolled"
+        );
+        assert_eq!(recovery.remaining(subject).await.unwrap(), 0);
+
+        clock.advance(time::Duration::seconds(30));
+        let Issued::Codes(first) = recovery
+            .confirm_enrolment(&factors, subject, &code(&uri, &clock), store.as_ref())
+            .await
+            .unwrap()
+        else {
+            panic!("a fresh code confirms");
+        };
+        let enrolled = recorded(&store, AuditAction::TotpEnrolled).await;
+        assert_eq!(enrolled.len(), 1);
+        assert_eq!(
+            enrolled[0].target,
+            crate::audit::Target::user(match subject {
+                Subject::User(id) => id,
+                Subject::Staff(_) => unreachable!(),
+            })
+        );
+
+        clock.advance(time::Duration::seconds(30));
+        let refused = recovery
+            .regenerate(&factors, subject, &code(&uri, &clock), &Refusing)
+            .await;
+        assert_eq!(refused.unwrap_err().kind(), crate::ErrorKind::Unavailable);
+        assert!(
+            recovery.redeem(subject, &first[0]).await.unwrap(),
+            "the old codes stay when the regeneration could not be audited"
+        );
+        assert!(
+            recorded(&store, AuditAction::RecoveryCodesRegenerated)
+                .await
+                .is_empty()
+        );
+
+        clock.advance(time::Duration::seconds(30));
+        let Issued::Codes(fresh) = recovery
+            .regenerate(&factors, subject, &code(&uri, &clock), store.as_ref())
+            .await
+            .unwrap()
+        else {
+            panic!("a fresh code regenerates");
+        };
+        let regenerated = recorded(&store, AuditAction::RecoveryCodesRegenerated).await;
+        assert_eq!(regenerated.len(), 1);
+        assert_eq!(
+            regenerated[0].after,
+            Some(serde_json::json!({ "count": 10 }))
+        );
+        let text = regenerated[0].to_json().to_string();
+        assert!(
+            fresh.iter().all(|c| !text.contains(c.as_str())),
+            "never a code"
+        );
+        assert_eq!(
+            recorded(&store, AuditAction::TotpEnrolled).await.len(),
+            1,
+            "regeneration does not enrol again"
+        );
     }
 }

@@ -181,6 +181,7 @@ pub struct TotpFactors {
     store: Arc<dyn TotpStore>,
     vault: Arc<crate::crypto::Vault>,
     gate: crate::tenancy::Gate,
+    clock: Arc<dyn Clock>,
     verifier: TotpVerifier,
     issuer: String,
 }
@@ -209,11 +210,12 @@ impl TotpFactors {
         clock: Arc<dyn Clock>,
         issuer: impl Into<String>,
     ) -> Self {
-        let verifier = TotpVerifier::new(store.clone(), clock);
+        let verifier = TotpVerifier::new(store.clone(), clock.clone());
         Self {
             store,
             vault,
             gate,
+            clock,
             verifier,
             issuer: issuer.into(),
         }
@@ -284,20 +286,59 @@ impl TotpFactors {
     }
 
     /// Confirms a pending enrolment with its first code; on [`TotpOutcome::Accepted`] the
-    /// factor is active from now on. A confirmed factor is checked as by [`Self::check`].
+    /// factor is active from now on, and `totp.enrolled` naming the subject is in the instance
+    /// tenant's audit log (people are not tenants: their security events live there, with the
+    /// identity task as actor). The record is written first: an enrolment that cannot be audited
+    /// stays pending and the error is returned. A confirmed factor is checked as by
+    /// [`Self::check`], and nothing is recorded.
     ///
     /// # Errors
-    /// [`Error::NotFound`] without a factor; vault and store errors.
-    pub async fn confirm(&self, subject: Subject, code: &str) -> Result<TotpOutcome> {
+    /// [`Error::NotFound`] without a factor; vault, store and audit errors.
+    pub async fn confirm(
+        &self,
+        subject: Subject,
+        code: &str,
+        audit: &dyn crate::audit::AuditStore,
+    ) -> Result<TotpOutcome> {
         let outcome = self.check_factor(subject, code, false).await?;
         if outcome == TotpOutcome::Accepted {
             let mut factor = self.store.totp(subject).await?.ok_or(Error::NotFound)?;
             if !factor.confirmed {
+                self.record(
+                    audit,
+                    subject,
+                    crate::audit::AuditAction::TotpEnrolled,
+                    None,
+                )
+                .await?;
                 factor.confirmed = true;
                 self.store.put_totp(&factor).await?;
             }
         }
         Ok(outcome)
+    }
+
+    /// Appends `action` about `subject` to the instance tenant's audit log.
+    pub(crate) async fn record(
+        &self,
+        audit: &dyn crate::audit::AuditStore,
+        subject: Subject,
+        action: crate::audit::AuditAction,
+        after: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let scope = self.scope(crate::tenancy::Action::SecretWrite)?;
+        let target = match subject {
+            Subject::User(id) => crate::audit::Target::user(id),
+            Subject::Staff(id) => crate::audit::Target::staff(id),
+        };
+        let mut draft = crate::audit::AuditDraft::new(&scope, action, target);
+        if let Some(after) = after {
+            draft = draft.with_after(after);
+        }
+        audit
+            .append_audit(&scope, draft, self.clock.now())
+            .await
+            .map(drop)
     }
 
     async fn check_factor(
@@ -475,7 +516,10 @@ mod tests {
             crate::ErrorKind::NotFound
         );
         assert_eq!(
-            factors.confirm(subject, &code).await.unwrap(),
+            factors
+                .confirm(subject, &code, store.as_ref())
+                .await
+                .unwrap(),
             TotpOutcome::Accepted
         );
         assert_eq!(factors.state(subject).await.unwrap(), FactorState::Active);
