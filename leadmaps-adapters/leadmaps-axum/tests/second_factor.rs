@@ -12,7 +12,7 @@ use http_body_util::BodyExt as _;
 use leadmaps_axum::auth::{AuthServices, AuthState, STAFF_ROUTES, auth_routes, staff_routes};
 use leadmaps_axum::dashboard::{DashboardState, dashboard_routes};
 use leadmaps_axum::staff::{IMPERSONATION_ROUTES, ImpersonationState, impersonation_routes};
-use leadmaps_core::audit::{AuditAction, AuditStore};
+use leadmaps_core::audit::{AuditAction, AuditRecord, AuditStore};
 use leadmaps_core::auth::impersonation::Impersonation;
 use leadmaps_core::auth::keys::ApiKeys;
 use leadmaps_core::auth::otp::{OtpAuth, Totp};
@@ -135,6 +135,20 @@ impl World {
             headers: parts.headers,
             body: String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap(),
         }
+    }
+
+    /// The instance tenant's audit records of `action` (people's security events live there).
+    async fn instance_log(&self, action: AuditAction) -> Vec<AuditRecord> {
+        let auditor = self
+            .gate
+            .authorize(
+                &Principal::System(SystemTask::Audit),
+                WorkspaceId::INSTANCE,
+                Action::AuditRead,
+            )
+            .unwrap();
+        let log = self.store.audit_records(&auditor, 0, 100).await.unwrap();
+        log.into_iter().filter(|r| r.action == action).collect()
     }
 
     async fn user(&self, email: &str) -> UserId {
@@ -370,19 +384,7 @@ async fn the_right_code_rotates_the_session_and_a_reused_one_is_refused_and_repo
         "the holder is told"
     );
     // ... and the instance tenant's audit log holds the event, naming Alice.
-    let auditor = w
-        .gate
-        .authorize(
-            &Principal::System(SystemTask::Audit),
-            WorkspaceId::INSTANCE,
-            Action::AuditRead,
-        )
-        .unwrap();
-    let log = w.store.audit_records(&auditor, 0, 100).await.unwrap();
-    let reuse: Vec<_> = log
-        .iter()
-        .filter(|r| r.action == AuditAction::TotpReuseDetected)
-        .collect();
+    let reuse = w.instance_log(AuditAction::TotpReuseDetected).await;
     assert_eq!(reuse.len(), 1);
     assert_eq!(reuse[0].target.id, alice.to_string());
     assert!(
@@ -460,22 +462,7 @@ async fn enrolment_gives_recovery_codes_once_and_each_works_once() {
     assert_eq!(codes.len(), 10);
     let full = confirmed.cookie();
     // The enrolment is in the instance tenant's audit log, naming Bob.
-    let auditor = w
-        .gate
-        .authorize(
-            &Principal::System(SystemTask::Audit),
-            WorkspaceId::INSTANCE,
-            Action::AuditRead,
-        )
-        .unwrap();
-    let enrolled: Vec<_> = w
-        .store
-        .audit_records(&auditor, 0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.action == AuditAction::TotpEnrolled)
-        .collect();
+    let enrolled = w.instance_log(AuditAction::TotpEnrolled).await;
     assert_eq!(enrolled.len(), 1);
     assert_eq!(enrolled[0].target.id, bob.to_string());
 

@@ -344,7 +344,8 @@ mod tests {
     #[tokio::test]
     async fn enrolment_and_regeneration_are_audited_first() {
         let (store, clock, factors, recovery) = setup().await;
-        let subject = Subject::User(UserId::new());
+        let user = UserId::new();
+        let subject = Subject::User(user);
         let uri = factors.enroll(subject, "a@example.com").await.unwrap();
 
         let refused = recovery
@@ -368,13 +369,7 @@ mod tests {
         };
         let enrolled = recorded(&store, AuditAction::TotpEnrolled).await;
         assert_eq!(enrolled.len(), 1);
-        assert_eq!(
-            enrolled[0].target,
-            crate::audit::Target::user(match subject {
-                Subject::User(id) => id,
-                Subject::Staff(_) => unreachable!(),
-            })
-        );
+        assert_eq!(enrolled[0].target, crate::audit::Target::user(user));
 
         clock.advance(time::Duration::seconds(30));
         let refused = recovery
