@@ -1,10 +1,19 @@
 //! Durable acknowledgement with group commit.
 //!
 //! Requests put their batch on a bounded queue and wait. One batcher task takes everything queued
-//! (up to `max_events`), optionally lingers for more, commits it in one store transaction, and
-//! only then answers every waiting request with its own verdicts. While a commit is in flight the
-//! next group gathers, so throughput grows with load without a fixed delay. A full queue is
-//! refused at once (the HTTP layer answers 503 with Retry-After) rather than buffered unbounded.
+//! (up to `max_events`), gathers while more keeps arriving, optionally lingers for more, commits
+//! it in one store transaction, and only then answers every waiting request with its own
+//! verdicts. While a commit is in flight the next group gathers, so throughput grows with load
+//! without a fixed delay. A full queue is refused at once (the HTTP layer answers 503 with
+//! Retry-After) rather than buffered unbounded.
+//!
+//! Gathering: before committing, the batcher lets every other task that is ready to run go
+//! first, and takes what they queued; it stops once `gather` such turns in a row brought nothing
+//! (or at `max_events`, or after `max_gather`). Requests that are already being handled (their
+//! body read, their event parsed) then join this commit instead of waiting for the next one, and
+//! an idle server commits a lone request after a few task switches, with no timer. In the ingest
+//! benchmark (SQLite, 64 connections, 2 cores) it took the events per commit from about 13 to 23
+//! and the durable collector from 0.28 to 0.32-0.37 of bare axum (three alternating runs each).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,6 +42,11 @@ pub struct BatcherConfig {
     pub linger: Duration,
     /// Needed when `linger` is not zero.
     pub sleeper: Option<Sleeper>,
+    /// How many turns in a row, each letting every ready task run first, may bring no new
+    /// request before the batcher commits what it holds. Zero commits what is queued at once.
+    pub gather: u32,
+    /// The longest the batcher gathers before committing (measured on the monotonic clock).
+    pub max_gather: Duration,
 }
 
 impl Default for BatcherConfig {
@@ -42,6 +56,8 @@ impl Default for BatcherConfig {
             queue_capacity: 4096,
             linger: Duration::ZERO,
             sleeper: None,
+            gather: 2,
+            max_gather: Duration::from_millis(2),
         }
     }
 }
@@ -52,6 +68,8 @@ impl std::fmt::Debug for BatcherConfig {
             .field("max_events", &self.max_events)
             .field("queue_capacity", &self.queue_capacity)
             .field("linger", &self.linger)
+            .field("gather", &self.gather)
+            .field("max_gather", &self.max_gather)
             .finish_non_exhaustive()
     }
 }
@@ -183,12 +201,29 @@ impl Batcher {
         }
     }
 
+    /// Takes what arrives while the other ready tasks run, until `gather` turns in a row bring
+    /// nothing, the group is full, or `max_gather` has passed.
+    async fn gather(&mut self, jobs: &mut Vec<Job>, size: &mut usize) {
+        let started = std::time::Instant::now();
+        let mut quiet = 0;
+        while quiet < self.config.gather
+            && *size < self.config.max_events
+            && started.elapsed() < self.config.max_gather
+        {
+            let before = jobs.len();
+            yield_once().await;
+            self.take_ready(jobs, size);
+            quiet = if jobs.len() == before { quiet + 1 } else { 0 };
+        }
+    }
+
     /// Commits groups until the queue is closed and empty.
     pub async fn run(mut self) {
         while let Some(first) = self.rx.recv().await {
             let mut size = Self::size(&first);
             let mut jobs = vec![first];
             self.take_ready(&mut jobs, &mut size);
+            self.gather(&mut jobs, &mut size).await;
             if let Some(sleep) = &self.config.sleeper
                 && size < self.config.max_events
                 && !self.config.linger.is_zero()
@@ -253,3 +288,129 @@ impl Batcher {
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("event batch not committed: {0}")]
 struct CommitFailed(&'static str);
+
+/// Lets every other ready task run once: a wake-up from inside the poll puts this task at the
+/// back of the executor's queue (tokio's `yield_now` may instead hold it until the worker has
+/// nothing else to do). Runtime-agnostic, like the rest of core.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ingest::{Event, EventId, RejectReason};
+    use crate::store::DropCount;
+    use crate::tenancy::{Action, Gate, Principal, Region, Scope, WorkspaceId};
+
+    /// Records how many requests each group it is handed holds.
+    #[derive(Default)]
+    struct Groups(Mutex<Vec<usize>>);
+
+    #[async_trait]
+    impl EventSink for Groups {
+        fn region(&self) -> Region {
+            Region::Eu
+        }
+        async fn append_events(&self, batch: &EventBatch) -> Result<Vec<Verdict>> {
+            // Each request counts one drop; a group merges the counts of a day and reason.
+            let requests = batch.drops().iter().map(|(_, _, _, n)| *n as usize).sum();
+            self.0.lock().unwrap().push(requests);
+            Ok(Vec::new())
+        }
+        async fn events(
+            &self,
+            _: &Scope,
+            _: OffsetDateTime,
+            _: OffsetDateTime,
+            _: u32,
+        ) -> Result<Vec<Event>> {
+            Ok(Vec::new())
+        }
+        async fn has_event(&self, _: &Scope, _: EventId) -> Result<bool> {
+            Ok(false)
+        }
+        async fn drop_counts(&self, _: &Scope) -> Result<Vec<DropCount>> {
+            Ok(Vec::new())
+        }
+        async fn delete_events_before(
+            &self,
+            _: &Scope,
+            _: OffsetDateTime,
+            _: u32,
+            _: OffsetDateTime,
+        ) -> Result<(u64, Option<crate::audit::AuditRecord>)> {
+            Ok((0, None))
+        }
+    }
+
+    /// Ten requests, half submitted at once and half one task switch later (as handlers still
+    /// reading their body would), through a batcher with `gather` turns; the group sizes.
+    async fn groups_of_ten_requests(gather: u32) -> Vec<usize> {
+        let sink = Arc::new(Groups::default());
+        let config = BatcherConfig {
+            gather,
+            ..BatcherConfig::default()
+        };
+        let (queue, batcher) = channel(sink.clone(), config);
+        let batcher = tokio::spawn(batcher.run());
+        let workspace = WorkspaceId::new();
+        let gate = Gate::new(Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH)));
+        let requests: Vec<_> = (0..10)
+            .map(|i| {
+                let queue = queue.clone();
+                let scope = gate
+                    .authorize(
+                        &Principal::Collector { workspace },
+                        workspace,
+                        Action::EventIngest,
+                    )
+                    .unwrap();
+                tokio::spawn(async move {
+                    if i % 2 == 1 {
+                        yield_once().await;
+                    }
+                    let mut batch = EventBatch::new(Region::Eu);
+                    let day = OffsetDateTime::UNIX_EPOCH.date();
+                    batch
+                        .push_drop(Region::Eu, scope, day, RejectReason::Bot, 1)
+                        .unwrap();
+                    queue.submit(batch).unwrap().committed().await.unwrap();
+                })
+            })
+            .collect();
+        for request in requests {
+            request.await.unwrap();
+        }
+        drop(queue);
+        batcher.await.unwrap();
+        let groups = sink.0.lock().unwrap().clone();
+        assert_eq!(groups.iter().sum::<usize>(), 10);
+        groups
+    }
+
+    #[tokio::test]
+    async fn gathering_commits_requests_about_to_arrive_with_the_first() {
+        assert_eq!(groups_of_ten_requests(2).await, [10]);
+        let at_once = groups_of_ten_requests(0).await;
+        assert!(
+            at_once.len() > 1,
+            "without gathering the late half waits for a commit of its own: {at_once:?}"
+        );
+    }
+}
