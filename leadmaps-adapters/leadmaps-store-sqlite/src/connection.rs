@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use leadmaps_core::ingest::batcher::yield_once;
 use leadmaps_core::{Error, Result};
 use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
@@ -262,22 +263,6 @@ fn configure(conn: Connection) -> Result<Connection> {
 /// `SQLITE_BUSY` at once, without waiting.
 #[derive(Clone, Default)]
 pub(crate) struct Checkpoints(Option<Arc<Checkpointer>>);
-
-/// Yields to the worker's other tasks once, through a wake-up from inside the poll: tokio
-/// schedules the task again at the back of the worker's queue (or remotely, from a thread that
-/// gave its worker role away), unlike `yield_now`, which may hold it until the worker runs dry.
-async fn yield_once() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await;
-}
 
 /// The background thread; dropping the last handle stops it.
 struct Checkpointer {

@@ -291,8 +291,10 @@ struct CommitFailed(&'static str);
 
 /// Lets every other ready task run once: a wake-up from inside the poll puts this task at the
 /// back of the executor's queue (tokio's `yield_now` may instead hold it until the worker has
-/// nothing else to do). Runtime-agnostic, like the rest of core.
-async fn yield_once() {
+/// nothing else to do). Runtime-agnostic, like the rest of core; also used by stores whose
+/// commit ran on the batcher's own thread, so the requests that came in meanwhile are heard
+/// before the next group is taken.
+pub async fn yield_once() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {
