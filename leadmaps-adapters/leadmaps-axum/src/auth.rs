@@ -35,7 +35,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use ipnet::IpNet;
-use leadmaps_core::audit::{AuditAction, AuditDraft, AuditStore, Target};
+use leadmaps_core::audit::{AuditAction, AuditStore};
 use leadmaps_core::auth::IdentityStore;
 use leadmaps_core::auth::recovery::{Issued, RecoveryCodes};
 use leadmaps_core::auth::session::{
@@ -45,7 +45,7 @@ use leadmaps_core::auth::staff::{SensitiveAction, StepUp, staff_principal};
 use leadmaps_core::auth::totp::{FactorState, Subject, TotpFactors, TotpOutcome};
 use leadmaps_core::clock::Clock;
 use leadmaps_core::mail::{Address, Email, Mailer};
-use leadmaps_core::tenancy::{Action, Gate, Principal, StaffId, SystemTask, WorkspaceId};
+use leadmaps_core::tenancy::{Gate, StaffId};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -588,26 +588,15 @@ fn report_reuse(ctx: &Ctx, subject: Subject) {
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let services = ctx.services();
-        let identity = Principal::System(SystemTask::Identity);
-        let recorded =
-            match services
-                .gate
-                .authorize(&identity, WorkspaceId::INSTANCE, Action::SecretRead)
-            {
-                Ok(scope) => {
-                    let target = match subject {
-                        Subject::User(id) => Target::user(id),
-                        Subject::Staff(id) => Target::staff(id),
-                    };
-                    let draft = AuditDraft::new(&scope, AuditAction::TotpReuseDetected, target);
-                    services
-                        .audit
-                        .append_audit(&scope, draft, services.clock.now())
-                        .await
-                        .map(drop)
-                }
-                Err(denied) => Err(denied.into()),
-            };
+        let recorded = services
+            .totp
+            .record(
+                &*services.audit,
+                subject,
+                AuditAction::TotpReuseDetected,
+                None,
+            )
+            .await;
         if let Err(error) = recorded {
             tracing::error!(kind = ?error.kind(), "totp.reuse_detected could not be audited");
         }

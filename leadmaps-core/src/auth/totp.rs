@@ -318,8 +318,13 @@ impl TotpFactors {
         Ok(outcome)
     }
 
-    /// Appends `action` about `subject` to the instance tenant's audit log.
-    pub(crate) async fn record(
+    /// Appends `action` about `subject` (with `after`, if any) to the instance tenant's audit
+    /// log, with the identity task as actor: people are not tenants, so their security events
+    /// (enrolment, recovery codes, a reused code) live there.
+    ///
+    /// # Errors
+    /// The audit store's.
+    pub async fn record(
         &self,
         audit: &dyn crate::audit::AuditStore,
         subject: Subject,
