@@ -276,25 +276,23 @@ pub(crate) async fn residency(store: &Arc<dyn Store>, gate: &Gate, region: Regio
             Err(error) => return Check::error(promise, "reading a workspace", &error),
         }
     }
-    if foreign.is_empty() {
-        Check::pass(
-            promise,
+    Check::judge(
+        promise,
+        foreign,
+        || {
             format!(
                 "{}, all of region {}, the region this deployment serves",
                 count(stored, "workspace", "workspaces"),
                 region.as_str()
-            ),
-        )
-    } else {
-        Check::fail(
-            promise,
+            )
+        },
+        |n| {
             format!(
                 "{} of another region stored here",
-                count(foreign.len() as u64, "workspace", "workspaces")
-            ),
-        )
-        .with_details(foreign)
-    }
+                count(n, "workspace", "workspaces")
+            )
+        },
+    )
 }
 
 #[cfg(test)]

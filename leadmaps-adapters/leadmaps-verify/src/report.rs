@@ -166,6 +166,21 @@ impl Check {
         self
     }
 
+    /// Passes with `pass()` when `problems` is empty; otherwise fails with `fail(how many)` and
+    /// lists them as its details.
+    pub(crate) fn judge(
+        promise: Promise,
+        problems: Vec<String>,
+        pass: impl FnOnce() -> String,
+        fail: impl FnOnce(u64) -> String,
+    ) -> Self {
+        if problems.is_empty() {
+            Self::pass(promise, pass())
+        } else {
+            Self::fail(promise, fail(problems.len() as u64)).with_details(problems)
+        }
+    }
+
     /// A check that could not run: a failure naming what went wrong.
     pub fn error(promise: Promise, what: &str, error: &dyn std::error::Error) -> Self {
         Self::fail(promise, format!("could not check: {what}: {error}"))

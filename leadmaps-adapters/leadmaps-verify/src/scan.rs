@@ -170,48 +170,42 @@ impl Scan {
 
     /// The secrets-at-rest check.
     pub fn secrets_check(&self) -> Check {
-        let details = self.details(Promise::SecretsAtRest);
-        if details.is_empty() {
-            Check::pass(
-                Promise::SecretsAtRest,
+        Check::judge(
+            Promise::SecretsAtRest,
+            self.details(Promise::SecretsAtRest),
+            || {
                 format!(
                     "{} sealed values are v1 envelopes; no API key, TOTP URI, private key or token in {} values of {} tables",
                     self.sealed, self.values, self.tables
-                ),
-            )
-        } else {
-            Check::fail(
-                Promise::SecretsAtRest,
+                )
+            },
+            |n| {
                 format!(
                     "a dump of the database holds secrets in {}",
-                    count(details.len() as u64, "place", "places")
-                ),
-            )
-            .with_details(details)
-        }
+                    count(n, "place", "places")
+                )
+            },
+        )
     }
 
     /// The no-personal-data check.
     pub fn personal_data_check(&self) -> Check {
-        let details = self.details(Promise::NoPersonalData);
-        if details.is_empty() {
-            Check::pass(
-                Promise::NoPersonalData,
+        Check::judge(
+            Promise::NoPersonalData,
+            self.details(Promise::NoPersonalData),
+            || {
                 format!(
                     "no IP address or user agent (nor an e-mail address in events) in {} values of {} tables",
                     self.values, self.tables
-                ),
-            )
-        } else {
-            Check::fail(
-                Promise::NoPersonalData,
+                )
+            },
+            |n| {
                 format!(
                     "a dump of the database holds personal data in {}",
-                    count(details.len() as u64, "place", "places")
-                ),
-            )
-            .with_details(details)
-        }
+                    count(n, "place", "places")
+                )
+            },
+        )
     }
 }
 

@@ -115,25 +115,23 @@ pub async fn check(base: Option<&Url>, roots: RootCertStore) -> Check {
             Err(error) => findings.push(format!("{path}: no TLS 1.3 answer: {error}")),
         }
     }
-    if findings.is_empty() {
-        let age = max_ages.iter().min().copied().unwrap_or_default();
-        Check::pass(
-            promise,
+    Check::judge(
+        promise,
+        findings,
+        || {
+            let age = max_ages.iter().min().copied().unwrap_or_default();
             format!(
                 "TLS 1.3 with a trusted certificate, TLS 1.2 refused, HSTS max-age>={age} on {} endpoints",
                 PROBED_PATHS.len()
-            ),
-        )
-    } else {
-        Check::fail(
-            promise,
+            )
+        },
+        |n| {
             format!(
                 "{} on the public endpoints",
-                count(findings.len() as u64, "problem", "problems")
-            ),
-        )
-        .with_details(findings)
-    }
+                count(n, "problem", "problems")
+            )
+        },
+    )
 }
 
 /// The `max-age` of an HSTS header value (RFC 6797 §6.1.1: directive names are case-insensitive,
