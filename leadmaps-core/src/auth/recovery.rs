@@ -60,8 +60,25 @@ impl RecoveryCodes {
         Self { store }
     }
 
-    async fn issue(&self, subject: Subject) -> Result<Vec<Zeroizing<String>>> {
+    /// A fresh set for `subject`, replacing the old one. With `regenerated`, the replacement is
+    /// first recorded as `recovery_codes.regenerated` (after: the count) through those factors.
+    async fn issue(
+        &self,
+        subject: Subject,
+        regenerated: Option<(&TotpFactors, &dyn AuditStore)>,
+    ) -> Result<Vec<Zeroizing<String>>> {
         let (shown, hashes) = blocking(recovery::generate).await?;
+        if let Some((factors, audit)) = regenerated {
+            let after = serde_json::json!({ "count": hashes.len() });
+            factors
+                .record(
+                    audit,
+                    subject,
+                    AuditAction::RecoveryCodesRegenerated,
+                    Some(after),
+                )
+                .await?;
+        }
         self.store.put_recovery_codes(subject, &hashes).await?;
         Ok(shown)
     }
@@ -79,7 +96,7 @@ impl RecoveryCodes {
         audit: &dyn AuditStore,
     ) -> Result<Issued> {
         match factors.confirm(subject, code, audit).await? {
-            TotpOutcome::Accepted => Ok(Issued::Codes(self.issue(subject).await?)),
+            TotpOutcome::Accepted => Ok(Issued::Codes(self.issue(subject, None).await?)),
             refused => Ok(Issued::Refused(refused)),
         }
     }
@@ -99,20 +116,9 @@ impl RecoveryCodes {
         audit: &dyn AuditStore,
     ) -> Result<Issued> {
         match factors.check(subject, code).await? {
-            TotpOutcome::Accepted => {
-                let (shown, hashes) = blocking(recovery::generate).await?;
-                let after = serde_json::json!({ "count": hashes.len() });
-                factors
-                    .record(
-                        audit,
-                        subject,
-                        AuditAction::RecoveryCodesRegenerated,
-                        Some(after),
-                    )
-                    .await?;
-                self.store.put_recovery_codes(subject, &hashes).await?;
-                Ok(Issued::Codes(shown))
-            }
+            TotpOutcome::Accepted => Ok(Issued::Codes(
+                self.issue(subject, Some((factors, audit))).await?,
+            )),
             refused => Ok(Issued::Refused(refused)),
         }
     }
@@ -267,7 +273,7 @@ mod tests {
         let (store, _, _, _) = setup().await;
         let recovery = Arc::new(RecoveryCodes::new(store));
         let subject = Subject::User(UserId::new());
-        let codes = recovery.issue(subject).await.unwrap();
+        let codes = recovery.issue(subject, None).await.unwrap();
         let code = codes[0].to_string();
         let tasks: Vec<_> = (0..8)
             .map(|_| {
