@@ -1321,7 +1321,11 @@ async fn serve(
             trusted_proxies.clone(),
         )
         .with_incidents(engine.clone())
-        .with_vulnerabilities(Arc::new(Intake::new(store.clone(), (*engine).clone()))),
+        .with_vulnerabilities(Arc::new(Intake::new(
+            store.clone(),
+            store.clone(),
+            (*engine).clone(),
+        ))),
     );
     let dashboard = Arc::new(
         DashboardState::new(store.clone(), keys.clone(), gate.clone())

@@ -571,6 +571,23 @@ impl BreachScope {
     pub const fn actor(&self) -> BreachActor {
         self.actor
     }
+
+    /// The scope under which core records this holder's changes to instance data (vulnerability
+    /// reports) in the instance tenant's audit log: the holder as the actor, on
+    /// [`WorkspaceId::INSTANCE`], for [`Action::WorkspaceRead`], which no store call on the
+    /// instance tenant needs. Crate-private: the gate keeps the instance tenant from every
+    /// principal but the identity and audit tasks, and this scope only carries the actor.
+    pub(crate) fn instance_log(&self) -> Scope {
+        Scope {
+            workspace: WorkspaceId::INSTANCE,
+            action: Action::WorkspaceRead,
+            actor: match self.actor {
+                BreachActor::Staff(staff) => Actor::Staff(staff),
+                BreachActor::System(task) => Actor::System(task),
+            },
+            grant: None,
+        }
+    }
 }
 
 /// The one authorisation gate.

@@ -168,7 +168,11 @@ async fn world() -> World {
         vec![],
     )
     .with_incidents(engine.clone())
-    .with_vulnerabilities(Arc::new(Intake::new(store.clone(), (*engine).clone())));
+    .with_vulnerabilities(Arc::new(Intake::new(
+        store.clone(),
+        store.clone(),
+        (*engine).clone(),
+    )));
     World {
         router: staff_routes(Arc::new(state)),
         outbox,

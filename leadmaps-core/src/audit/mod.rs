@@ -180,3 +180,50 @@ pub trait AuditStoreExt: AuditStore {
 }
 
 impl<T: AuditStore + ?Sized> AuditStoreExt for T {}
+
+/// An audit log that refuses every append.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Refusing;
+
+#[cfg(test)]
+#[async_trait]
+impl AuditStore for Refusing {
+    async fn append_audit(
+        &self,
+        _: &crate::tenancy::Scope,
+        _: crate::audit::AuditDraft,
+        _: OffsetDateTime,
+    ) -> Result<crate::audit::AuditRecord> {
+        Err(crate::Error::unavailable(std::io::Error::other(
+            "audit log down",
+        )))
+    }
+    async fn audit_records(
+        &self,
+        _: &crate::tenancy::Scope,
+        _: u64,
+        _: u32,
+    ) -> Result<Vec<crate::audit::AuditRecord>> {
+        Ok(Vec::new())
+    }
+    async fn put_checkpoint(
+        &self,
+        _: &crate::tenancy::Scope,
+        _: &crate::audit::Checkpoint,
+    ) -> Result<()> {
+        Ok(())
+    }
+    async fn checkpoints(
+        &self,
+        _: &crate::tenancy::Scope,
+    ) -> Result<Vec<crate::audit::Checkpoint>> {
+        Ok(Vec::new())
+    }
+    async fn last_checkpoint(
+        &self,
+        _: &crate::tenancy::Scope,
+    ) -> Result<Option<crate::audit::Checkpoint>> {
+        Ok(None)
+    }
+}

@@ -112,6 +112,16 @@ audit_actions! {
     /// legal basis, its deadline, when it was sent, the subject and how many admins it went to
     /// (never their addresses).
     BreachNotificationSent = "breach.notification_sent", visible: true;
+    /// A staff member recorded a vulnerability report. Target: the report
+    /// (`vulnerability_report`, its id); after: its finding, whether it is actively exploited,
+    /// the incident it opened and its obligations (never its title, summary or reporter).
+    VulnerabilityRecorded = "vulnerability.recorded", visible: false;
+    /// An obligation of a vulnerability report was acknowledged (done, or late with a reason).
+    /// Target: the report; before/after: the obligation's id, duty and state (`pending`,
+    /// `late`, `done`; never the evidence or the reason).
+    VulnerabilityAcknowledged = "vulnerability.acknowledged", visible: false;
+    /// A vulnerability report was closed. Target: the report; before/after: `{"status": ...}`.
+    VulnerabilityClosed = "vulnerability.closed", visible: false;
     /// The workspace's plan changed (by provisioning or billing). Target: the workspace;
     /// before/after: `{"plan": name}`.
     PlanChanged = "plan.changed", visible: true;

@@ -288,48 +288,6 @@ mod tests {
         assert_eq!(won, 1);
     }
 
-    /// An audit log that refuses every append.
-    struct Refusing;
-
-    #[async_trait]
-    impl AuditStore for Refusing {
-        async fn append_audit(
-            &self,
-            _: &crate::tenancy::Scope,
-            _: crate::audit::AuditDraft,
-            _: OffsetDateTime,
-        ) -> Result<crate::audit::AuditRecord> {
-            Err(Error::unavailable(std::io::Error::other("audit log down")))
-        }
-        async fn audit_records(
-            &self,
-            _: &crate::tenancy::Scope,
-            _: u64,
-            _: u32,
-        ) -> Result<Vec<crate::audit::AuditRecord>> {
-            Ok(Vec::new())
-        }
-        async fn put_checkpoint(
-            &self,
-            _: &crate::tenancy::Scope,
-            _: &crate::audit::Checkpoint,
-        ) -> Result<()> {
-            Ok(())
-        }
-        async fn checkpoints(
-            &self,
-            _: &crate::tenancy::Scope,
-        ) -> Result<Vec<crate::audit::Checkpoint>> {
-            Ok(Vec::new())
-        }
-        async fn last_checkpoint(
-            &self,
-            _: &crate::tenancy::Scope,
-        ) -> Result<Option<crate::audit::Checkpoint>> {
-            Ok(None)
-        }
-    }
-
     /// The instance tenant's records of `action`.
     async fn recorded(store: &MemoryStore, action: AuditAction) -> Vec<crate::audit::AuditRecord> {
         let clock = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH));
@@ -355,7 +313,12 @@ mod tests {
         let uri = factors.enroll(subject, "a@example.com").await.unwrap();
 
         let refused = recovery
-            .confirm_enrolment(&factors, subject, &code(&uri, &clock), &Refusing)
+            .confirm_enrolment(
+                &factors,
+                subject,
+                &code(&uri, &clock),
+                &crate::audit::Refusing,
+            )
             .await;
         assert_eq!(refused.unwrap_err().kind(), crate::ErrorKind::Unavailable);
         assert_eq!(
@@ -379,7 +342,12 @@ mod tests {
 
         clock.advance(time::Duration::seconds(30));
         let refused = recovery
-            .regenerate(&factors, subject, &code(&uri, &clock), &Refusing)
+            .regenerate(
+                &factors,
+                subject,
+                &code(&uri, &clock),
+                &crate::audit::Refusing,
+            )
             .await;
         assert_eq!(refused.unwrap_err().kind(), crate::ErrorKind::Unavailable);
         assert!(

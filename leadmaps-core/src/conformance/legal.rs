@@ -8,7 +8,7 @@ use std::sync::Arc;
 use time::Duration;
 
 use super::{Fixture, kind};
-use crate::audit::{AuditAction, AuditStoreExt};
+use crate::audit::{AuditAction, AuditActor, AuditStoreExt};
 use crate::auth::users::User;
 use crate::breach::{Ack, Engine, RuleBook, Severity};
 use crate::clock::Clock;
@@ -16,17 +16,19 @@ use crate::error::ErrorKind;
 use crate::legal::{Register, RegisterBook, Subprocessor, SubprocessorNotifier};
 use crate::mail::{Address, Outbox};
 use crate::store::Store;
-use crate::tenancy::{Action, Principal, Role, StaffId, SystemTask, UserId};
+use crate::tenancy::{Action, Principal, Role, StaffId, SystemTask, UserId, WorkspaceId};
 use crate::vulnerability::{Finding, Intake, NewReport, ReportStatus};
 
 /// Reports round-trip, change one version at a time, keep their receipt, and an actively
-/// exploited one opens an S0 incident it links.
+/// exploited one opens an S0 incident it links; each change is in the instance audit log with
+/// the staff member, the report and a diff without the report's contents.
 pub async fn vulnerability_reports_keep_their_receipt_and_open_incidents(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
+    let staff = StaffId::new();
     let scope = f
         .gate
         .authorize_breach(&Principal::Staff {
-            staff: StaffId::new(),
+            staff,
             mfa: true,
             grant: None,
         })
@@ -36,7 +38,7 @@ pub async fn vulnerability_reports_keep_their_receipt_and_open_incidents(store: 
         Arc::new(RuleBook::default()),
         f.clock.clone(),
     );
-    let intake = Intake::new(store.clone(), engine.clone());
+    let intake = Intake::new(store.clone(), store.clone(), engine.clone());
     let received = f.clock.now() - Duration::hours(1);
     let new = |active_exploit| NewReport {
         title: "SSRF in the favicon fetcher \u{e9}".into(),
@@ -127,6 +129,73 @@ pub async fn vulnerability_reports_keep_their_receipt_and_open_incidents(store: 
         kind(store.update_report(&scope, &after_close).await),
         ErrorKind::Conflict
     );
+
+    // Every change is in the instance log, by the staff member, on the report, in order.
+    let auditor = f
+        .gate
+        .authorize(
+            &Principal::System(SystemTask::Audit),
+            WorkspaceId::INSTANCE,
+            Action::AuditRead,
+        )
+        .unwrap();
+    let log: Vec<_> = store
+        .all_audit_records(&auditor)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.target.kind == "vulnerability_report")
+        .collect();
+    let seen: Vec<_> = log
+        .iter()
+        .map(|r| (r.action, r.target.id.clone()))
+        .collect();
+    let (quiet_id, exploited_id) = (quiet.id.to_string(), exploited.id.to_string());
+    assert_eq!(
+        seen,
+        [
+            (AuditAction::VulnerabilityRecorded, quiet_id.clone()),
+            (AuditAction::VulnerabilityRecorded, exploited_id),
+            (AuditAction::VulnerabilityAcknowledged, quiet_id.clone()),
+            (AuditAction::VulnerabilityAcknowledged, quiet_id.clone()),
+            (AuditAction::VulnerabilityClosed, quiet_id),
+        ]
+    );
+    for record in &log {
+        assert_eq!(record.actor, AuditActor::Staff { staff, grant: None });
+    }
+    assert_eq!(
+        log[1].after.as_ref().unwrap()["incident"],
+        serde_json::json!(incident.id)
+    );
+    let answered = (
+        log[2].before.as_ref().unwrap(),
+        log[2].after.as_ref().unwrap(),
+    );
+    assert_eq!(
+        (answered.0["state"].as_str(), answered.1["state"].as_str()),
+        (Some("pending"), Some("done"))
+    );
+    assert_eq!(answered.1["id"], serde_json::json!(answer));
+    assert_eq!(
+        log[4].after.as_ref().unwrap(),
+        &serde_json::json!({"status": "closed"})
+    );
+    let text = serde_json::to_string(
+        &log.iter()
+            .map(|r| (&r.before, &r.after))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    for secret in [
+        "SSRF",
+        "internal addresses",
+        "HackerOne",
+        "answered by mail",
+        "advisories",
+    ] {
+        assert!(!text.contains(secret), "the audit log holds {secret:?}");
+    }
 }
 
 /// A DPA acceptance is stored with who, when and which version, in the transaction of its
