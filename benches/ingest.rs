@@ -12,7 +12,8 @@
 //! of the rounds' ratios: on a shared machine whose speed drifts over seconds (bare axum alone
 //! moved between 45 000 and 95 000 events/s from one run to the next here), each round's pair
 //! is measured under nearly the same conditions.
-//! Target (DESIGN.md): the durable collector at least 0.5 of bare axum.
+//! Target (DESIGN.md): the durable collector at least 0.5 of bare axum. Both sides run in one
+//! process with the reference server's allocator (mimalloc).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,12 @@ use leadmaps::ingest::{Collector, CollectorConfig};
 use leadmaps::store::Store;
 use leadmaps::tenancy::{Action, Gate, Principal, Region, Role, SystemTask, UserId, WorkspaceId};
 use leadmaps_axum::{CollectorState, RateLimit, collector_routes, harden};
+
+/// The reference server's allocator (see `examples/server.rs`), for both sides: with glibc's
+/// malloc the two workers contend on its arena locks, because the collector frees a request's
+/// events on the batcher's thread.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -483,6 +483,14 @@ enum KeysCommand {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// mimalloc rather than the system allocator: request handling allocates on one worker thread
+/// and frees on another (a request's events are freed by the batcher), which glibc's malloc
+/// serialises on its arena locks. In the ingest benchmark (`cargo bench --bench ingest`, 2
+/// cores) it took the durable SQLite collector from 0.36-0.37 to 0.44 of bare axum, and the
+/// collector without storage from 0.57-0.59 to 0.64-0.65, with bare axum unchanged.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // Every log line leaves the process scrubbed of e-mail addresses, IPs, tokens, API keys and
