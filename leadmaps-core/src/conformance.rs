@@ -202,6 +202,13 @@ impl Fixture {
             .expect("admin of A")
     }
 
+    /// The audit task's scope for reading `ws`'s log (the instance tenant's too).
+    fn auditor(&self, ws: WorkspaceId) -> Scope {
+        self.gate
+            .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
+            .expect("the audit task reads every log")
+    }
+
     fn b(&self, action: Action) -> Scope {
         self.gate
             .authorize(&self.admin_b, self.b, action)

@@ -16,17 +16,10 @@ use crate::error::ErrorKind;
 use crate::store::Store;
 use crate::tenancy::{
     Action, ApiKeyId, GrantId, ImpersonationGrant, Principal, Scope, StaffId, SystemTask,
-    WorkspaceId,
 };
 
 fn signer() -> CheckpointSigner {
     CheckpointSigner::new(&KeyRing::new([kek(1, 11)]).unwrap())
-}
-
-fn audit_scope(f: &Fixture, ws: WorkspaceId) -> Scope {
-    f.gate
-        .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
-        .unwrap()
 }
 
 fn renamed(scope: &Scope, name: &str) -> AuditDraft {
@@ -255,11 +248,7 @@ pub async fn audit_concurrent_appends_never_fork(store: Arc<dyn Store>) {
             (2..=count + 1).collect::<Vec<_>>(),
             "seqs without gaps or twins"
         );
-        let scope = f
-            .gate
-            .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
-            .unwrap();
-        let log = store.all_audit_records(&scope).await.unwrap();
+        let log = store.all_audit_records(&f.auditor(ws)).await.unwrap();
         assert_eq!(log.len() as u64, count + 1);
         let report = verify(ws, &log, &[], &signer());
         assert!(report.is_ok(), "{report}");
@@ -372,7 +361,7 @@ pub async fn audit_checkpoints_round_trip_and_verify(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let store = store.as_ref();
     let signer = signer();
-    let (audit_a, audit_b) = (audit_scope(&f, f.a), audit_scope(&f, f.b));
+    let (audit_a, audit_b) = (f.auditor(f.a), f.auditor(f.b));
     assert!(store.checkpoints(&audit_a).await.unwrap().is_empty());
     assert_eq!(store.last_checkpoint(&audit_a).await.unwrap(), None);
     f.clock.advance(Duration::nanoseconds(1_500));
@@ -430,7 +419,7 @@ pub async fn mutations_are_logged_with_their_change(store: Arc<dyn Store>) {
     let f = Fixture::new(store.clone()).await;
     let store = store.as_ref();
     let at = f.clock.now();
-    let read = audit_scope(&f, f.a);
+    let read = f.auditor(f.a);
     let log = || async { store.all_audit_records(&read).await.unwrap() };
     // Runs one mutation and returns the records it appended.
     macro_rules! appended {
@@ -675,7 +664,7 @@ pub async fn mutations_are_logged_with_their_change(store: Arc<dyn Store>) {
     // Workspace B saw none of it.
     assert_eq!(
         store
-            .all_audit_records(&audit_scope(&f, f.b))
+            .all_audit_records(&f.auditor(f.b))
             .await
             .unwrap()
             .len(),

@@ -381,22 +381,7 @@ pub async fn breach_notice_and_its_audit_record_commit_together(store: Arc<dyn S
         None,
         "not sent"
     );
-    let audit_a = f
-        .gate
-        .authorize(
-            &Principal::System(SystemTask::Audit),
-            f.a,
-            Action::AuditRead,
-        )
-        .unwrap();
-    let audit_b = f
-        .gate
-        .authorize(
-            &Principal::System(SystemTask::Audit),
-            f.b,
-            Action::AuditRead,
-        )
-        .unwrap();
+    let (audit_a, audit_b) = (f.auditor(f.a), f.auditor(f.b));
     let notices = |scope| {
         let store = store.clone();
         async move {

@@ -131,16 +131,8 @@ pub async fn vulnerability_reports_keep_their_receipt_and_open_incidents(store: 
     );
 
     // Every change is in the instance log, by the staff member, on the report, in order.
-    let auditor = f
-        .gate
-        .authorize(
-            &Principal::System(SystemTask::Audit),
-            WorkspaceId::INSTANCE,
-            Action::AuditRead,
-        )
-        .unwrap();
     let log: Vec<_> = store
-        .all_audit_records(&auditor)
+        .all_audit_records(&f.auditor(WorkspaceId::INSTANCE))
         .await
         .unwrap()
         .into_iter()

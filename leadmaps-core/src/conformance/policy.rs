@@ -204,10 +204,7 @@ pub async fn impersonation_is_audited_before_access(store: Arc<dyn Store>) {
     };
     let log = |ws| {
         let store = store.clone();
-        let scope = f
-            .gate
-            .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
-            .unwrap();
+        let scope = f.auditor(ws);
         async move { store.all_audit_records(&scope).await.unwrap() }
     };
     // Refused before anything is stored.

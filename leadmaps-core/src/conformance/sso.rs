@@ -52,10 +52,7 @@ fn connection(f: &Fixture) -> OidcConnection {
 
 /// The actions of the workspace's log after its creation (which opens every log).
 async fn actions(f: &Fixture, ws: WorkspaceId) -> Vec<AuditAction> {
-    let scope = f
-        .gate
-        .authorize(&Principal::System(SystemTask::Audit), ws, Action::AuditRead)
-        .unwrap();
+    let scope = f.auditor(ws);
     let mut actions: Vec<AuditAction> = f
         .store
         .all_audit_records(&scope)
